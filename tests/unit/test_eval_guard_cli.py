@@ -1,0 +1,111 @@
+"""eval-guard on a fixture whose metrics were computed by hand (numbers in the comments)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import models.backends
+from models.backends import GuardInput, Verdict
+from training import evaluate
+
+# prompt text → (label, P(unsafe), category); threshold 0.5.
+PROMPTS = {
+    "a": (1, 0.9, "A"), "b": (1, 0.7, "A"), "c": (1, 0.3, "B"),
+    "d": (0, 0.6, "A"), "e": (0, 0.2, "B"), "f": (0, 0.1, "B"),
+}
+RESPONSES = {"r1": (1, 0.8), "r2": (1, 0.4)}
+
+
+class TableBackend:
+    """Deterministic scorer: looks the probability up by prompt (or response) text."""
+
+    name = "table"
+    max_batch_size = 4
+
+    def health(self) -> bool:
+        return True
+
+    def score(self, batch: list[GuardInput]) -> list[Verdict]:
+        out = []
+        for item in batch:
+            p = RESPONSES[item.response][1] if item.response else PROMPTS[item.text][1]
+            out.append(Verdict(task=item.task, unsafe_prob=p, flagged=p >= 0.5))
+        return out
+
+
+def _write_fixture(path: Path, with_responses: bool = True) -> None:
+    rows = [{"uid": k, "prompt": k, "images": [], "label_prompt_unsafe": lab, "orig_category": cat}
+            for k, (lab, _, cat) in PROMPTS.items()]
+    rows.append({"uid": "skip", "prompt": "never scored", "label_prompt_unsafe": None})
+    if with_responses:
+        rows += [{"uid": k, "prompt": "question", "response": k, "label_prompt_unsafe": None,
+                  "label_response_unsafe": lab} for k, (lab, _) in RESPONSES.items()]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+@pytest.fixture
+def fake_loader(monkeypatch):
+    calls = []
+
+    def load_backend(kind="onnx", artifact=None, *, threads=None, max_batch_size=32):
+        calls.append((kind, artifact))
+        return TableBackend()
+
+    monkeypatch.setattr(models.backends, "load_backend", load_backend, raising=False)
+    return calls
+
+
+def test_cli_metrics_match_hand_computation(tmp_path, fake_loader):
+    data = tmp_path / "fixture.jsonl"
+    _write_fixture(data)
+    out = tmp_path / "out"
+    assert evaluate.main(["--data", str(data), "--out", str(out), "--backend", "onnx"]) == 0
+    assert fake_loader == [("onnx", None)]
+    m = json.loads((out / "metrics.json").read_text())
+    p = m["prompt"]
+    # tp: a,b  fn: c  fp: d  tn: e,f
+    assert (p["n"], p["tp"], p["fp"], p["tn"], p["fn"]) == (6, 2, 1, 2, 1)
+    assert p["recall"] == pytest.approx(2 / 3) and p["fpr"] == pytest.approx(1 / 3)
+    assert p["precision"] == pytest.approx(2 / 3) and p["f1"] == pytest.approx(2 / 3)
+    assert p["auroc"] == pytest.approx(8 / 9)  # 8 of 9 (pos, neg) pairs ordered right
+    assert p["auprc"] == pytest.approx((1 + 1 + 3 / 4) / 3)  # precision at each positive
+    assert p["ece"] == pytest.approx((0.1 + 0.3 + 0.7 + 0.6 + 0.2 + 0.1) / 6)
+    r = m["response"]
+    assert (r["n"], r["tp"], r["fp"], r["tn"], r["fn"]) == (2, 1, 0, 0, 1)
+    assert r["recall"] == 0.5 and r["precision"] == 1.0 and r["f1"] == pytest.approx(2 / 3)
+    assert r["fpr"] is None and r["auroc"] is None  # one class present
+    assert r["auprc"] == pytest.approx(1.0) and r["ece"] == pytest.approx((0.2 + 0.6) / 2)
+    cats = m["by_category"]["prompt"]
+    assert cats["A"]["n"] == 3 and cats["A"]["auroc"] == 1.0 and cats["B"]["recall"] == 0.0
+    assert m["latency_ms"]["p50"] >= 0 and m["latency_ms"]["p95"] >= m["latency_ms"]["p50"]
+    for name in ("summary.md", "prompt_roc.png", "prompt_pr.png", "prompt_reliability.png",
+                 "response_reliability.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "response_roc.png").exists()  # undefined with one class
+
+
+def test_task_without_labels_is_null(tmp_path, fake_loader):
+    data = tmp_path / "prompts.jsonl"
+    _write_fixture(data, with_responses=False)
+    assert evaluate.main(["--data", str(data), "--out", str(tmp_path / "o")]) == 0
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["response"] is None and m["prompt"]["n"] == 6
+
+
+def test_bad_rows_fail_clearly(tmp_path, fake_loader):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"uid": "x", "prompt": "p", "label_prompt_unsafe": 2}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1.*label_prompt_unsafe"):
+        evaluate.main(["--data", str(data), "--out", str(tmp_path / "o")])
+
+
+def test_binary_metrics_edge_cases():
+    assert evaluate.binary_metrics([], [], []) is None
+    m = evaluate.binary_metrics([0, 0], [0.1, 0.2], [False, False])
+    assert m["recall"] is None and m["precision"] is None and m["f1"] is None
+    assert m["auprc"] is None and m["fpr"] == 0.0
+    with pytest.raises(ValueError, match="same length"):
+        evaluate.binary_metrics([1], [0.2, 0.3], [True])
