@@ -1,0 +1,203 @@
+"""``spaguard train-dpo``: align a VLM on SPA-VL with TRL's ``DPOTrainer``, used as it is.
+
+Contract
+--------
+``main(argv)`` parses ``--config recipe.yaml`` plus CLI overrides with ``TrlParser`` into
+``(SpaVLDataArgs, DPOJobArgs, DPOConfig, ModelConfig)``; an unknown key fails. It loads the model
+and processor with the Auto classes (hub id or local path), converts the data
+(``training.data``), drops pairs whose prompt would be cut by ``max_length`` (counted), trains,
+and writes to ``output_dir``: checkpoints (``checkpoint-N``; ``resume_from_checkpoint: true``
+resumes from the last one), the final model (LoRA adapters merged when ``merge_lora``),
+``metrics.jsonl`` (every log: loss, rewards/chosen|rejected|margins|accuracies, ...) and
+``data_report.json`` (kept / skipped counts). Returns 0 on success.
+
+    spaguard train-dpo --config training/configs/llava15_7b_dpo_lora.yaml
+    accelerate launch --config_file training/accelerate/zero2.yaml -m training.dpo \
+        --config training/configs/llava15_7b_dpo_full.yaml
+
+Local logic lives in data conversion, config and callbacks, never in a ``DPOTrainer`` subclass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from training.data.source import SpaVLDataArgs, load_preference_splits
+
+
+@dataclass
+class DPOJobArgs:
+    """Job-level knobs that are neither data nor TRL's ``DPOConfig``/``ModelConfig``."""
+
+    length_filter: bool = field(
+        default=True, metadata={"help": "Drop (and count) pairs whose prompt would be cut by max_length."}
+    )
+    freeze_vision_tower: bool = field(
+        default=True, metadata={"help": "Keep the vision encoder frozen (LLaVA-1.5 / SPA-VL practice)."}
+    )
+    lora_target_regex: str | None = field(
+        default=None,
+        metadata={"help": "PEFT target_modules as a regex (full match), e.g. to put LoRA on the language "
+                  "model only; overrides lora_target_modules."},
+    )
+    merge_lora: bool = field(default=True, metadata={"help": "Merge LoRA adapters into the saved final model."})
+
+    def __post_init__(self) -> None:
+        if self.lora_target_regex is not None:
+            import re
+
+            re.compile(self.lora_target_regex)  # fail at parse time, not after the model loaded
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Append every ``Trainer`` log dict (with its step) to ``<output_dir>/metrics.jsonl``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - Trainer signature
+        if logs and state.is_world_process_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+def make_parser():
+    """The ``TrlParser`` of this job (also used by the recipe-parsing test)."""
+    from trl import DPOConfig, ModelConfig, TrlParser
+
+    return TrlParser((SpaVLDataArgs, DPOJobArgs, DPOConfig, ModelConfig))
+
+
+def load_model_and_processor(model_args: Any, freeze_vision_tower: bool):
+    """Auto-class load of a VLM checkpoint (hub id or directory) and its processor."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is required (hub id or local checkpoint directory)")
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, dtype=dtype,
+        attn_implementation=model_args.attn_implementation,
+    )  # fmt: skip
+    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    if freeze_vision_tower:
+        freeze_vision(model)
+    return model, processor
+
+
+def freeze_vision(model: Any) -> int:
+    """Set ``requires_grad=False`` on the vision encoder; returns how many tensors were frozen.
+
+    NOTE(helper5): transformers 5 names it ``model.vision_tower`` (LLaVA) or ``model.visual``
+    (Qwen2-VL); a model with neither raises so a silent full fine-tune cannot happen."""
+    inner = getattr(model, "model", model)
+    tower = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
+    if tower is None:
+        raise ValueError(f"{type(model).__name__}: no vision_tower/visual module to freeze; set freeze_vision_tower: false")
+    n = 0
+    for p in tower.parameters():
+        p.requires_grad_(False)
+        n += 1
+    return n
+
+
+def peft_config_for(model_args: Any, job: DPOJobArgs):
+    """TRL's LoRA config from ``ModelConfig``, with the regex target when given (None without PEFT)."""
+    from trl import get_peft_config
+
+    config = get_peft_config(model_args)
+    if config is not None and job.lora_target_regex:
+        config.target_modules = job.lora_target_regex
+    return config
+
+
+def prepare_data(data_args: SpaVLDataArgs, job: DPOJobArgs, max_length: int | None, processor: Any):
+    """Train/eval datasets after conversion and the length filter, plus the data report."""
+    from training.data.length import check_max_length, filter_by_length
+
+    train, eval_ds, report = load_preference_splits(data_args)
+    first = next(iter(train))
+    check_max_length(max_length, first, processor)  # fail before the model trains, with the fix
+    length_counts: dict[str, Counter] = {"train": Counter(), "eval": Counter()}
+    if job.length_filter:
+        train = filter_by_length(train, processor, max_length, length_counts["train"])
+        if eval_ds is not None:
+            eval_ds = filter_by_length(eval_ds, processor, max_length, length_counts["eval"])
+    return train, eval_ds, {"conversion": report, "length": length_counts}
+
+
+def write_report(path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Write the kept/skipped counts (conversion + length) as JSON; returns the plain dict."""
+    plain = {
+        "conversion": {k: v.as_dict() for k, v in report["conversion"].items()},
+        "length": {k: dict(v) for k, v in report["length"].items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plain, indent=2), encoding="utf-8")
+    return plain
+
+
+def resume_arg(training_args: Any) -> str | bool | None:
+    """``resume_from_checkpoint``: a path, or true/"last" = the newest ``checkpoint-N`` (None if none)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = training_args.resume_from_checkpoint
+    if value in (None, False, "false", "False", ""):
+        return None
+    if value in (True, "true", "True", "last"):
+        out = Path(training_args.output_dir)
+        return get_last_checkpoint(str(out)) if out.is_dir() else None
+    if not Path(value).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint: {value} is not a checkpoint directory")
+    return value
+
+
+def save_final(trainer: Any, processor: Any, out: Path, merge_lora: bool) -> None:
+    """Save the final model (merged when LoRA and ``merge_lora``) and processor to ``out/final``."""
+    final = out / "final"
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if trainer.accelerator.is_main_process:
+        model.save_pretrained(final)
+        processor.save_pretrained(final)
+
+
+def train(data_args: SpaVLDataArgs, job: DPOJobArgs, training_args: Any, model_args: Any) -> dict[str, Any]:
+    """Run one DPO job end to end; returns ``{"log_history", "data_report", "output_dir"}``."""
+    from trl import DPOTrainer
+
+    out = Path(training_args.output_dir)
+    model, processor = load_model_and_processor(model_args, job.freeze_vision_tower)
+    train_ds, eval_ds, report = prepare_data(data_args, job, training_args.max_length, processor)
+    trainer = DPOTrainer(
+        model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+        processing_class=processor, peft_config=peft_config_for(model_args, job),
+        callbacks=[JsonlLogCallback(out / "metrics.jsonl")],
+    )  # fmt: skip
+    trainer.train(resume_from_checkpoint=resume_arg(training_args))
+    save_final(trainer, processor, out, job.merge_lora)
+    plain = write_report(out / "data_report.json", report)
+    return {"log_history": trainer.state.log_history, "data_report": plain, "output_dir": str(out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    data_args, job, training_args, model_args = make_parser().parse_args_and_config(argv)
+    result = train(data_args, job, training_args, model_args)
+    last = next((h for h in reversed(result["log_history"]) if "train_loss" in h or "loss" in h), {})
+    print(json.dumps({"output_dir": result["output_dir"], "last_log": last, "data": result["data_report"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
