@@ -1,0 +1,125 @@
+"""Calibration of the guard classifier: temperature scaling and false-positive-rate thresholds.
+
+Contract
+--------
+* ``fit_temperature(logits, targets)``: the T > 0 minimising the binary cross-entropy of
+  ``sigmoid(logits / T)`` against ``targets`` (hard 0/1 or soft in [0, 1]) on held-out data.
+* ``threshold_for_fpr(benign_probs, target_fpr)``: the smallest threshold t such that the share of
+  benign items with ``prob >= t`` is at most ``target_fpr`` (ties never push the rate over).
+* ``calibrate(...)`` combines both per task (prompt, response) and for the node head, and returns a
+  ``Calibration`` whose ``to_json()`` is exactly the ``calibration.json`` every backend reads:
+  ``{"temperature": {"prompt": T, "response": T}, "threshold": {"prompt": t, "response": t},
+  "node_temperature": T, "node_thresholds": {node_key: t}}``.
+  ``Verdict.unsafe_prob = sigmoid(logit / T[task])``; flagged when ``unsafe_prob >= threshold``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+T_BOUNDS = (0.05, 20.0)  # NOTE(h4): beyond these the head is broken, not mis-calibrated
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def _bce(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
+    z = logits / temperature
+    # log(1 + e^z) - t*z, computed stably
+    return float(np.mean(np.logaddexp(0.0, z) - targets * z))
+
+
+def fit_temperature(logits: Sequence[float], targets: Sequence[float]) -> float:
+    """Temperature by bounded 1-D minimisation of the BCE over log T (deterministic)."""
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    t = np.asarray(targets, dtype=np.float64).ravel()
+    if len(z) != len(t) or len(z) == 0:
+        raise ValueError(f"fit_temperature needs equal, non-empty inputs (got {len(z)}, {len(t)})")
+    if np.any((t < 0) | (t > 1)) or not np.all(np.isfinite(z)):
+        raise ValueError("targets must lie in [0, 1] and logits must be finite")
+    lo, hi = math.log(T_BOUNDS[0]), math.log(T_BOUNDS[1])
+    res = minimize_scalar(lambda s: _bce(z, t, math.exp(s)), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-5})
+    return float(math.exp(res.x))
+
+
+def threshold_for_fpr(benign_probs: Sequence[float], target_fpr: float, *, floor: float = 0.0) -> float:
+    """Smallest t with mean(benign_probs >= t) <= target_fpr, never below ``floor``."""
+    if not 0.0 <= target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    neg = np.sort(np.asarray(benign_probs, dtype=np.float64))[::-1]  # descending
+    if len(neg) == 0:
+        raise ValueError("threshold_for_fpr needs at least one benign score")
+    allowed = int(math.floor(target_fpr * len(neg) + 1e-9))  # benign items we may flag
+    if allowed >= len(neg):
+        return max(floor, float(neg[-1]))
+    # Just above the (allowed+1)-th highest benign score: it and everything tied with it pass.
+    t = float(np.nextafter(neg[allowed], np.inf))
+    return float(min(1.0, max(floor, t)))
+
+
+@dataclass
+class Calibration:
+    """What ships in ``calibration.json`` (see the module docstring)."""
+
+    temperature: dict[str, float]
+    threshold: dict[str, float]
+    node_temperature: float = 1.0
+    node_thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"temperature": dict(self.temperature), "threshold": dict(self.threshold),
+                "node_temperature": float(self.node_temperature),
+                "node_thresholds": dict(self.node_thresholds)}
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    def prob(self, task: str, logits: np.ndarray) -> np.ndarray:
+        return _sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature[task])
+
+
+@dataclass
+class HeldOut:
+    """Held-out logits of one head with targets; ``benign`` marks items known to be safe."""
+
+    logits: np.ndarray
+    targets: np.ndarray
+    benign: np.ndarray
+
+
+def calibrate(tasks: dict[str, HeldOut], *, target_fpr: float, node_keys: Sequence[str] = (),
+              node_logits: np.ndarray | None = None, node_targets: np.ndarray | None = None,
+              node_mask: np.ndarray | None = None, node_benign: np.ndarray | None = None,
+              node_target_fpr: float | None = None, threshold_floor: float = 0.0) -> Calibration:
+    """Temperature per task + FPR threshold on its benign items; the node head gets one shared
+    temperature (fitted where ``node_mask`` says the node target is known) and per-node
+    thresholds at ``node_target_fpr`` (default ``target_fpr``) on benign items."""
+    temps, thresholds = {}, {}
+    for task, h in tasks.items():
+        temps[task] = fit_temperature(h.logits, h.targets) if len(h.logits) else 1.0
+        if not h.benign.any():
+            raise ValueError(f"calibrate: no benign held-out items for the {task} head")
+        probs = _sigmoid(h.logits / temps[task])
+        thresholds[task] = threshold_for_fpr(probs[h.benign], target_fpr, floor=threshold_floor)
+    node_t, node_thr = 1.0, {}
+    if node_keys:
+        if node_logits is None or node_targets is None or node_mask is None or node_benign is None:
+            raise ValueError("calibrate: node_keys given without node logits/targets/mask/benign")
+        known = node_mask.astype(bool)  # (N, K)
+        if known.any():
+            node_t = fit_temperature(node_logits[known], node_targets[known])
+        probs = _sigmoid(node_logits / node_t)  # (N, K)
+        fpr = target_fpr if node_target_fpr is None else node_target_fpr
+        for k, key in enumerate(node_keys):
+            node_thr[key] = threshold_for_fpr(probs[node_benign, k], fpr, floor=threshold_floor)
+    return Calibration(temps, thresholds, node_t, node_thr)
