@@ -238,16 +238,16 @@ def _load_processor(name_or_path: str, model_type: str) -> Any:
 
 
 def load_vlm(
-    name_or_path: str | None = None, device: str = "cpu", dtype: str | torch.dtype = "auto"
+    name_or_path: str | None = None, device: str = "cpu", dtype: str | torch.dtype = "auto", seed: int = 0
 ) -> tuple[PreTrainedModel, Any]:
     """Load ``(model, processor)`` in eval mode on ``device``.
 
-    ``None`` → the tiny random-weights LLaVA (seed 0). Otherwise a hub id or a local directory,
+    ``None`` → the tiny random-weights LLaVA built with ``seed``. Otherwise a hub id or a local directory,
     e.g. ``"llava-hf/llava-1.5-7b-hf"``, through ``AutoModelForImageTextToText``/``AutoProcessor``.
     """
     resolved = _resolve_dtype(dtype)
     if name_or_path is None:
-        model, processor = build_tiny_vlm("llava", seed=0)
+        model, processor = build_tiny_vlm("llava", seed=seed)
         if isinstance(resolved, torch.dtype):
             model = model.to(resolved)
     else:

@@ -1,0 +1,384 @@
+"""TransformersEngine: the in-process transformers VLM engine, the embedded CPU default.
+
+Contract (see ``service.engines.base``): ``generate`` streams text deltas; the last output carries
+``finish_reason`` ("stop" on EOS or a stop string, "length" on ``max_tokens`` or the context
+limit) and cumulative token counts (the prompt count includes image tokens; the completion count
+includes the EOS token, as vLLM does). An aborted request's iterator ends without a final output.
+
+How it works
+------------
+* One asyncio task collects the requests that arrive within ``max_wait_s`` (up to
+  ``config.max_batch_size``) and hands them to a single worker thread; the event loop never runs
+  model code. While a batch runs, new requests queue for the next one.
+* The worker encodes each request alone (chat template + images), so one bad image fails only its
+  request, then left-pads the rows into one batch. Rows with the same sampling settings share one
+  ``generate`` call (transformers takes one ``GenerationConfig`` per call).
+* ``_RowRouter`` is both the streamer and a stopping criterion: it routes each row's new token to
+  its request's queue (incremental detokenization, stop strings, per-row ``max_tokens``) and tells
+  ``generate`` which rows are finished or aborted.
+
+With ``config.model=None`` the model is the tiny random-weights LLaVA from ``models.vlm``: it
+exercises every code path but its text is noise; ``random_weights`` is True and logged loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
+from transformers.generation.stopping_criteria import StoppingCriteria
+from transformers.generation.streamers import BaseStreamer
+
+from models.vlm import load_vlm
+from service.engines.base import (
+    EngineBadRequest,
+    EngineConfig,
+    EngineError,
+    EngineOutput,
+    EngineRequest,
+    EngineUnavailable,
+    SamplingParams,
+)
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL_NAME = "spaguard-tiny-llava-random"
+BATCH_WAIT_S = 0.005  # how long a batch stays open after its first request
+_SEQ_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")  # (1, L) per row
+_Emit = Callable[["_Job", "EngineOutput | EngineError | None"], None]
+
+
+@dataclass
+class _Job:
+    """One request in flight. ``queue`` gets EngineOutput, an EngineError, or None (aborted)."""
+
+    request: EngineRequest
+    queue: asyncio.Queue
+    abort: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Row:
+    job: _Job
+    prompt_tokens: int
+    budget: int  # max new tokens for this row
+    ids: list[int] = field(default_factory=list)
+    sent: int = 0  # characters of decoded text already emitted
+    done: bool = False
+
+
+class _RowRouter(BaseStreamer, StoppingCriteria):
+    """Routes a batch's generated tokens to per-request queues; stops finished/aborted rows.
+
+    ``generate`` first calls ``put`` with the prompt ids (B, L), then once per step with the new
+    tokens (B,). A row that finishes during step t is stopped by ``__call__`` at step t+1 (the
+    stopping check runs before the streamer within a step), so it costs at most one extra token.
+    """
+
+    def __init__(self, rows: list[_Row], decode: Callable[[list[int]], str], eos_ids: set[int], emit: _Emit):
+        self.rows, self._decode, self._eos, self._emit = rows, decode, eos_ids, emit
+        self._seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._seen_prompt:  # the first call carries the prompt, not new tokens
+            self._seen_prompt = True
+            return
+        for row, token in zip(self.rows, value.reshape(-1).tolist(), strict=True):
+            if not row.done:
+                self._step(row, int(token))
+
+    def end(self) -> None:
+        """Rows still open when ``generate`` returns ran out of budget."""
+        for row in self.rows:
+            if not row.done:
+                self._finish(row, self._decode(row.ids), "length")
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        flags = [row.done or row.job.abort.is_set() for row in self.rows]
+        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+    def _step(self, row: _Row, token: int) -> None:
+        if row.job.abort.is_set():
+            row.done = True
+            self._emit(row.job, None)
+            return
+        row.ids.append(token)
+        if token in self._eos:
+            self._finish(row, self._decode(row.ids[:-1]), "stop")
+            return
+        text = self._decode(row.ids)
+        stops = row.job.request.params.stop
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self._finish(row, text[:cut], "stop")
+        elif len(row.ids) >= row.budget:
+            self._finish(row, text, "length")
+        else:
+            safe = len(text) - _held_back(text, stops)
+            if safe > row.sent:
+                self._emit(row.job, self._output(row, text[row.sent : safe], None))
+                row.sent = safe
+
+    def _finish(self, row: _Row, text: str, reason: str) -> None:
+        row.done = True
+        self._emit(row.job, self._output(row, text[row.sent :], reason))
+
+    @staticmethod
+    def _output(row: _Row, text: str, reason: str | None) -> EngineOutput:
+        return EngineOutput(text, reason, row.prompt_tokens, len(row.ids))
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Characters at the end of ``text`` not safe to emit yet: an incomplete UTF-8 sequence (the
+    decoder shows it as U+FFFD) or a proper prefix of a stop string."""
+    hold = len(text) - len(text.rstrip("\ufffd"))
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                hold = max(hold, n)
+                break
+    return hold
+
+
+class _PenaltyProcessor(LogitsProcessor):
+    """OpenAI's additive presence/frequency penalties over the generated tokens (not the prompt)."""
+
+    def __init__(self, prompt_len: int, presence: float, frequency: float):
+        self.prompt_len, self.presence, self.frequency = prompt_len, presence, frequency
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        generated = input_ids[:, self.prompt_len :]  # (B, T)
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
+def _decode_image(part_data: bytes) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(part_data)) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise EngineBadRequest(f"cannot decode image: {exc}") from exc
+
+
+def _to_hf_messages(request: EngineRequest) -> tuple[list[dict[str, Any]], list[Image.Image]]:
+    """Engine messages → transformers chat-template messages plus the images in prompt order."""
+    messages, images = [], []
+    for msg in request.messages:
+        parts: list[dict[str, Any]] = []
+        for part in msg.content:
+            if isinstance(part, str):
+                parts.append({"type": "text", "text": part})
+            else:
+                images.append(_decode_image(part.data))
+                parts.append({"type": "image"})
+        messages.append({"role": msg.role, "content": parts})
+    return messages, images
+
+
+def _collate(encodings: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-pad the per-row sequence tensors to one length; concatenate image tensors by row order."""
+    width = max(e["input_ids"].shape[1] for e in encodings)
+    batch: dict[str, torch.Tensor] = {}
+    for key in dict.fromkeys(k for e in encodings for k in e):
+        if key in _SEQ_KEYS:
+            fill = pad_id if key == "input_ids" else 0
+            rows = []
+            for e in encodings:
+                row = e.get(key, torch.zeros_like(e["input_ids"]))  # (1, L)
+                pad = row.new_full((1, width - row.shape[1]), fill)
+                rows.append(torch.cat([pad, row], dim=1))
+            batch[key] = torch.cat(rows, dim=0)  # (B, width)
+        else:  # pixel_values (n_img, ...), image_grid_thw (n_img, 3), image_sizes (n_img, 2)
+            batch[key] = torch.cat([e[key] for e in encodings if key in e], dim=0)
+    return batch
+
+
+def _params_key(p: SamplingParams) -> tuple:
+    """Rows with equal keys can share one ``generate`` call; max_tokens and stop are per row."""
+    return (p.temperature, p.top_p, p.seed, p.presence_penalty, p.frequency_penalty)
+
+
+class TransformersEngine:
+    """In-process transformers engine with cross-request batching; see the module docstring."""
+
+    def __init__(self, config: EngineConfig, max_wait_s: float = BATCH_WAIT_S):
+        if config.max_batch_size < 1 or max_wait_s < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0")
+        self.config = config
+        self.random_weights = config.model is None
+        self.model_name = config.served_model_name or config.model or TINY_MODEL_NAME
+        self.max_wait_s = max_wait_s
+        self.model: Any = None
+        self.processor: Any = None
+        self.max_model_len = 0
+        self._pending: asyncio.Queue[_Job] | None = None
+        self._jobs: dict[str, _Job] = {}
+        self._loop_task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> "TransformersEngine":
+        cfg = self.config
+        if self.random_weights:
+            logger.warning(
+                "TransformersEngine: no model given; serving the TINY RANDOM-WEIGHTS LLaVA %r. "
+                "Its answers are noise. Pass --model for a real VLM.",
+                self.model_name,
+            )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
+        self._loop = asyncio.get_running_loop()
+        try:
+            self.model, self.processor = await self._loop.run_in_executor(
+                self._executor, lambda: load_vlm(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
+            )
+        except Exception:
+            self._executor.shutdown(wait=False)
+            raise
+        model_len = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        self.max_model_len = min(x for x in (cfg.max_model_len, model_len, 1 << 30) if x)
+        self._pending = asyncio.Queue()
+        self._loop_task = asyncio.create_task(self._batch_loop(), name="hf-engine-batcher")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for job in self._jobs.values():
+            job.abort.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        if self._executor is not None:  # waits for a running batch; its rows are aborted above
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+            self._executor = None
+        self.model = self.processor = None
+
+    async def check_health(self) -> None:
+        if self._loop_task is None or self._loop_task.done() or self.model is None:
+            raise EngineUnavailable("transformers engine is not running")
+
+    async def abort(self, request_id: str) -> None:
+        job = self._jobs.get(request_id)
+        if job is not None:
+            job.abort.set()
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        if self._pending is None or self._loop_task is None or self._loop_task.done():
+            raise EngineUnavailable("transformers engine is not open")
+        if request.request_id in self._jobs:
+            raise EngineBadRequest(f"request id {request.request_id!r} is already running")
+        job = _Job(request, asyncio.Queue())
+        self._jobs[request.request_id] = job
+        try:
+            await self._pending.put(job)
+            while True:
+                item = await job.queue.get()
+                if item is None:  # aborted
+                    return
+                if isinstance(item, EngineError):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:  # also on client disconnect: stop spending compute on this row
+            job.abort.set()
+            self._jobs.pop(request.request_id, None)
+
+    async def _batch_loop(self) -> None:
+        assert self._pending is not None and self._loop is not None
+        while True:
+            batch = [await self._pending.get()]
+            deadline = self._loop.time() + self.max_wait_s
+            while len(batch) < self.config.max_batch_size:
+                try:
+                    batch.append(await asyncio.wait_for(self._pending.get(), deadline - self._loop.time()))
+                except TimeoutError:
+                    break
+            live = [job for job in batch if not job.abort.is_set()]
+            for job in batch:
+                if job.abort.is_set():
+                    self._emit(job, None)
+            if live:
+                await self._loop.run_in_executor(self._executor, self._run_batch, live)
+
+    def _emit(self, job: _Job, item: EngineOutput | EngineError | None) -> None:
+        """Thread-safe hand-off of one item to ``job``'s consumer."""
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(job.queue.put_nowait, item)
+        except RuntimeError:  # the loop closed during shutdown; nobody is listening
+            pass
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        """Worker thread: encode each row, then one ``generate`` per sampling group."""
+        groups: dict[tuple, list[tuple[_Job, dict[str, torch.Tensor]]]] = {}
+        for job in jobs:
+            try:
+                encoding = self._encode(job.request)
+            except EngineError as exc:
+                self._emit(job, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a processor bug must fail this row, not the batcher
+                logger.exception("encoding request %s failed", job.request.request_id)
+                self._emit(job, EngineError(f"cannot prepare the request for the model: {exc}"))
+                continue
+            groups.setdefault(_params_key(job.request.params), []).append((job, encoding))
+        for members in groups.values():
+            try:
+                self._generate_group(members)
+            except Exception as exc:  # noqa: BLE001 - report to every row of the group, keep serving
+                logger.exception("generate failed for %d rows", len(members))
+                for job, _ in members:
+                    self._emit(job, EngineError(f"generation failed: {exc}"))
+
+    def _encode(self, request: EngineRequest) -> dict[str, torch.Tensor]:
+        messages, images = _to_hf_messages(request)
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        encoding = dict(self.processor(images=images or None, text=[text], return_tensors="pt"))
+        n_prompt = encoding["input_ids"].shape[1]
+        if n_prompt >= self.max_model_len:
+            raise EngineBadRequest(
+                f"the prompt has {n_prompt} tokens (images included); this model's context is "
+                f"{self.max_model_len} tokens, so at most {self.max_model_len - 1} fit"
+            )
+        return encoding
+
+    def _generate_group(self, members: list[tuple[_Job, dict[str, torch.Tensor]]]) -> None:
+        params = members[0][0].request.params
+        rows = [
+            _Row(job, enc["input_ids"].shape[1], min(job.request.params.max_tokens, self.max_model_len - enc["input_ids"].shape[1]))
+            for job, enc in members
+        ]  # fmt: skip
+        tokenizer = self.processor.tokenizer
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        inputs = {k: v.to(self.model.device) for k, v in _collate([enc for _, enc in members], pad_id).items()}
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+        router = _RowRouter(rows, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), eos_ids, self._emit)
+        greedy = params.temperature == 0
+        gen_config = GenerationConfig(
+            max_new_tokens=max(r.budget for r in rows), do_sample=not greedy,
+            temperature=None if greedy else params.temperature, top_p=None if greedy else params.top_p,
+            top_k=None if greedy else 0, eos_token_id=sorted(eos_ids), pad_token_id=pad_id,
+        )  # fmt: skip
+        processors = LogitsProcessorList()
+        if params.presence_penalty or params.frequency_penalty:
+            width = inputs["input_ids"].shape[1]
+            processors.append(_PenaltyProcessor(width, params.presence_penalty, params.frequency_penalty))
+        # NOTE(helper2): fork the RNG so a request's seed reproduces its batch without leaking state.
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            self.model.generate(
+                **inputs, generation_config=gen_config, streamer=router,
+                stopping_criteria=StoppingCriteriaList([router]), logits_processor=processors,
+            )  # fmt: skip
+        router.end()
