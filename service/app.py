@@ -1,0 +1,203 @@
+"""``build_app(settings)``: the guarded OpenAI-compatible FastAPI app.
+
+Nothing is built at import time. ``build_app`` adds routers, middleware and exception handlers;
+the lifespan loads the harm classifier (``models.backends.load_backend``, the service's only door
+into ``models``), opens the engine (``async with``: guaranteed shutdown), starts the classifier
+batcher and stores the handlers on ``app.state``. Tests pass ``engine=`` / ``backend=`` to use
+fakes.
+
+Middleware (pure ASGI, outermost first): HTTP metrics (not on /metrics, /health), then the
+request gate: bodies over ``MAX_BODY_BYTES`` → 413, missing/wrong bearer key on /v1/* → 401
+when ``api_keys`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.backends import GuardInput, ScoringBackend, Verdict
+from service.batching import DynamicBatcher
+from service.engines import build_engine
+from service.engines.base import EngineClient
+from service.errors import APIError, PayloadTooLarge, Unauthorized, envelope
+from service.errors import register_error_handlers
+from service.guard import Guard, GuardPolicy
+from service.images import RemoteImageFetcher
+from service.metrics import GuardMetrics, HTTPMetricsMiddleware
+from service.routes import chat as chat_routes
+from service.routes import health as health_routes
+from service.routes import models as models_routes
+from service.serving.chat import ServingChat
+from service.settings import MAX_BODY_BYTES, ServeSettings
+
+log = logging.getLogger("spaguard.app")
+
+
+def build_app(
+    settings: ServeSettings,
+    *,
+    engine: EngineClient | None = None,
+    backend: ScoringBackend | None = None,
+) -> FastAPI:
+    """The app for ``settings``; ``engine``/``backend`` override what the settings would build."""
+    metrics = GuardMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scorer = backend if backend is not None else await asyncio.to_thread(load_guard, settings)
+        client = engine if engine is not None else build_engine(settings.engine_config())
+        async with client:
+            batcher = _make_batcher(settings, scorer, metrics)
+            batcher.start()
+            try:
+                _init_state(app, settings, client, scorer, batcher, metrics)
+                if client.random_weights:
+                    log.warning("engine model %s has RANDOM WEIGHTS (demo default); its answers are "
+                                "noise", client.model_name)
+                log.info("serving %s (guard %s, mode %s)", app.state.serving_chat.model_name,
+                         scorer.name, settings.guard_mode)
+                yield
+            finally:
+                await batcher.stop()
+
+    app = FastAPI(title="SPA-Guard", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    register_error_handlers(app)
+    for routes in (chat_routes, models_routes, health_routes):
+        routes.attach_router(app)
+    app.add_middleware(RequestGateMiddleware, api_keys=settings.api_keys)
+    app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
+    return app
+
+
+def load_guard(settings: ServeSettings) -> ScoringBackend:
+    """The harm classifier named by the settings (blocking; runs in a thread)."""
+    from models import backends
+
+    load = getattr(backends, "load_backend", None)
+    if load is None:
+        raise RuntimeError("models.backends.load_backend is not available in this checkout")
+    return load(
+        settings.guard_backend,
+        settings.guard_artifact,
+        threads=settings.guard_threads,
+        max_batch_size=settings.max_batch_size,
+    )
+
+
+def _make_batcher(
+    settings: ServeSettings, scorer: ScoringBackend, metrics: GuardMetrics
+) -> DynamicBatcher[GuardInput, Verdict]:
+    def on_batch(size: int, depth: int) -> None:
+        metrics.batch_size.observe(size)
+        metrics.queue_depth.set(depth)
+
+    return DynamicBatcher(
+        scorer.score,
+        max_batch_size=min(settings.max_batch_size, scorer.max_batch_size),
+        max_wait_s=settings.max_wait_ms / 1000.0,
+        max_queue=settings.max_queue,
+        queue_timeout_s=settings.queue_timeout_s,
+        cost=lambda item: len(item.images),  # the image budget (OCR + vision dominate)
+        max_batch_cost=settings.max_batch_images,
+        on_batch=on_batch,
+    )
+
+
+def _init_state(
+    app: FastAPI,
+    settings: ServeSettings,
+    engine: EngineClient,
+    scorer: ScoringBackend,
+    batcher: DynamicBatcher[GuardInput, Verdict],
+    metrics: GuardMetrics,
+) -> None:
+    policy = GuardPolicy(
+        mode=settings.guard_mode,
+        block_style=settings.block_style,
+        fail_policy=settings.fail_policy,
+        timeout_s=settings.guard_timeout_s,
+        stream_holdback_chars=settings.stream_holdback_chars,
+    )
+    fetcher = None
+    if settings.remote_images:
+        fetcher = RemoteImageFetcher(
+            settings.remote_image_hosts,
+            settings.remote_image_max_bytes,
+            settings.remote_image_timeout_s,
+        )
+    guard = Guard(batcher, policy, metrics)
+    state = app.state
+    state.engine, state.backend, state.batcher, state.guard = engine, scorer, batcher, guard
+    state.guard_backend_name = scorer.name
+    state.serving_chat = ServingChat(
+        engine, guard, metrics,
+        model_name=settings.served_model_name or engine.model_name,
+        request_timeout_s=settings.request_timeout_s,
+        fetcher=fetcher,
+    )
+
+
+class RequestGateMiddleware:
+    """413 for bodies over ``MAX_BODY_BYTES`` (declared or streamed); 401 without a valid key."""
+
+    def __init__(self, app: ASGIApp, api_keys: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.api_keys = tuple(k.encode() for k in api_keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if self.api_keys and scope["path"].startswith("/v1/") and not self._authorized(headers):
+            await _send_error(send, Unauthorized("missing or invalid API key"))
+            return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await _send_error(send, PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes"))
+            return
+        await self.app(scope, _capped(receive), send)
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        return any(hmac.compare_digest(token.strip(), key) for key in self.api_keys)
+
+
+def _capped(receive: Receive) -> Receive:
+    """A ``receive`` that fails with 413 once the streamed body exceeds the cap."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                # An HTTPException passes FastAPI's body parsing unchanged (others become 400).
+                raise HTTPException(413)
+        return message
+
+    return wrapped
+
+
+async def _send_error(send: Send, exc: APIError) -> None:
+    body = envelope(exc).model_dump_json().encode()
+    headers: list[Any] = [(b"content-type", b"application/json"),
+                          (b"content-length", str(len(body)).encode())]
+    if exc.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,221 @@
+"""Cross-request dynamic batching of blocking model calls.
+
+``DynamicBatcher(fn, ...)`` owns an ``asyncio.Queue``, one future per submitted item and **one**
+background task (``start()``/``stop()``, called by the app lifespan). A batch closes when it holds
+``max_batch_size`` items, when adding the next item would exceed ``max_batch_cost`` (e.g. an image
+budget), or ``max_wait_s`` after its first item. ``fn(items) -> results`` runs in a single worker
+thread so the event loop keeps serving; it must return one result per item.
+
+Failure contract:
+* queue full → ``Overloaded`` (429) at once;
+* not picked up by a batch within ``queue_timeout_s`` → ``GatewayTimeout`` (504);
+* ``fn`` raises or returns the wrong number of results → that exception reaches every caller of
+  the batch;
+* a caller cancelled while waiting (client disconnect) has its future cancelled; the batcher
+  skips it before it takes a batch slot and never sets a result on a done future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from service.errors import GatewayTimeout, Overloaded, ServiceUnavailable
+
+T = TypeVar("T")
+R = TypeVar("R")
+log = logging.getLogger("spaguard.batching")
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """Seconds one item spent queued and in the model call, and the size of its batch."""
+
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass
+class _Entry(Generic[T, R]):
+    item: T
+    future: asyncio.Future[tuple[R, BatchTiming]]
+    enqueued: float
+    started: bool = False
+    cost: int = field(default=1)
+
+
+class DynamicBatcher(Generic[T, R]):
+    """Batch items from concurrent callers into calls of ``fn``; see the module docstring."""
+
+    def __init__(
+        self,
+        fn: Callable[[list[T]], Sequence[R]],
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        queue_timeout_s: float,
+        *,
+        cost: Callable[[T], int] | None = None,
+        max_batch_cost: int | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        if queue_timeout_s <= 0:
+            raise ValueError(f"queue_timeout_s must be > 0, got {queue_timeout_s}")
+        if max_batch_cost is not None and max_batch_cost < 1:
+            raise ValueError(f"max_batch_cost must be >= 1, got {max_batch_cost}")
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
+        self._cost = cost
+        self._max_cost = max_batch_cost
+        self._on_batch = on_batch  # (batch size, queue depth after forming) for metrics
+        self._queue: asyncio.Queue[_Entry[T, R]] | None = None
+        self._carry: _Entry[T, R] | None = None  # item that did not fit the last batch's budget
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the queue and the one background task (inside a running loop)."""
+        if self._task is not None:
+            raise RuntimeError("DynamicBatcher already started")
+        self._queue = asyncio.Queue(maxsize=self.max_queue)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-batch")
+        self._task = asyncio.create_task(self._run(), name="guard-batcher")
+
+    async def stop(self) -> None:
+        """Stop the task and fail every waiting caller with 503."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        pending = [self._carry] if self._carry else []
+        self._carry = None
+        while self._queue is not None and not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        for entry in pending:
+            if not entry.future.done():
+                entry.future.set_exception(ServiceUnavailable("guard batcher stopped"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def depth(self) -> int:
+        return (self._queue.qsize() if self._queue else 0) + (1 if self._carry else 0)
+
+    # --- callers --------------------------------------------------------------------------------
+
+    async def submit(self, item: T) -> tuple[R, BatchTiming]:
+        """Queue ``item`` and wait for its result; raises per the module docstring."""
+        if self._queue is None or not self.running:
+            raise ServiceUnavailable("guard batcher is not running")
+        loop = asyncio.get_running_loop()
+        entry: _Entry[T, R] = _Entry(item, loop.create_future(), time.perf_counter())
+        entry.cost = self._cost(item) if self._cost else 1
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            raise Overloaded("guard queue is full; retry later") from None
+        try:
+            await asyncio.wait({entry.future}, timeout=self.queue_timeout_s)
+            if not entry.future.done() and not entry.started:
+                raise GatewayTimeout("guard queue wait timed out")
+            return await entry.future
+        finally:
+            # Cancelled caller or queue timeout: the batcher skips done futures.
+            if not entry.future.done():
+                entry.future.cancel()
+
+    # --- background task ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            if batch:
+                await self._execute(batch)
+
+    async def _next_live(self, timeout: float | None) -> _Entry[T, R] | None:
+        """The next entry whose caller still waits, or None when ``timeout`` passes."""
+        assert self._queue is not None
+        while True:
+            if self._carry is not None:
+                entry, self._carry = self._carry, None
+            elif not self._queue.empty():
+                entry = self._queue.get_nowait()
+            elif timeout is None:
+                entry = await self._queue.get()
+            elif timeout <= 0:
+                return None
+            else:
+                try:
+                    entry = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    return None
+            if entry.future.done():  # cancelled caller: never takes a batch slot
+                continue
+            if time.perf_counter() - entry.enqueued > self.queue_timeout_s:
+                entry.future.set_exception(GatewayTimeout("guard queue wait timed out"))
+                continue
+            return entry
+
+    async def _collect(self) -> list[_Entry[T, R]]:
+        first = await self._next_live(None)
+        assert first is not None
+        batch, cost = [first], first.cost
+        deadline = time.perf_counter() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            # Past the deadline, items already queued still join (no wait for new ones).
+            entry = await self._next_live(deadline - time.perf_counter())
+            if entry is None:
+                break
+            if self._max_cost is not None and cost + entry.cost > self._max_cost:
+                self._carry = entry  # over budget: first in the next batch
+                break
+            batch.append(entry)
+            cost += entry.cost
+        return batch
+
+    async def _execute(self, batch: list[_Entry[T, R]]) -> None:
+        started = time.perf_counter()
+        for entry in batch:
+            entry.started = True
+        if self._on_batch is not None:
+            self._on_batch(len(batch), self.depth)
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self.fn, [e.item for e in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(
+                    f"batch function returned {len(results)} results for {len(batch)} items"
+                )
+        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the failure
+            log.warning("guard batch of %d failed: %s", len(batch), type(exc).__name__)
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+            return
+        inference = time.perf_counter() - started
+        for entry, result in zip(batch, results, strict=True):
+            if not entry.future.done():
+                timing = BatchTiming(started - entry.enqueued, inference, len(batch))
+                entry.future.set_result((result, timing))

@@ -1,0 +1,284 @@
+"""The in-path guard: the only place safety policy lives.
+
+* ``Guard.check_input`` scores the prompt (all user text parts + all user images as encoded bytes;
+  the classifier does OCR itself) before generation.
+* ``Guard.check_output`` scores a response given its prompt; ``Guard.stream`` returns a
+  ``StreamGuard`` that holds streamed text back until it is scored (block mode), so no token
+  reaches the client unscored.
+* Policy: ``guard_mode`` block (flagged → ``decision.blocked``), annotate (verdict reported in the
+  body and ``x-guard-*`` headers) or shadow (logs and metrics only). A guard failure (backend
+  error, full queue, timeout) follows ``fail_policy``: open → the request proceeds with action
+  ``fail_open``; closed → the error is raised (503, or 429/504 for overload and timeouts).
+* Every blocked, flagged or failed check is logged as one JSON line with the request id.
+
+All classifier work goes through the shared ``DynamicBatcher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from models.backends import GuardInput, Verdict
+from service.batching import BatchTiming, DynamicBatcher
+from service.engines.base import ChatMessage
+from service.errors import APIError, GatewayTimeout, ServiceUnavailable
+from service.metrics import GuardMetrics
+from service.protocol import SafetyVerdict, TaskVerdict
+
+Action = Literal["allow", "block", "annotate", "shadow", "fail_open"]
+log = logging.getLogger("spaguard.guard")
+
+REFUSAL_MESSAGE = "I can't help with that request because it was flagged by the safety guard."
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """The policy knobs of ``ServeSettings``."""
+
+    mode: Literal["block", "annotate", "shadow"] = "block"
+    block_style: Literal["refusal", "error"] = "refusal"
+    fail_policy: Literal["open", "closed"] = "closed"
+    timeout_s: float = 10.0
+    stream_holdback_chars: int = 64
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    """What the guard decided for one check. ``verdict`` is None when the guard failed open."""
+
+    task: str
+    action: Action
+    verdict: Verdict | None
+    timing: BatchTiming | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self.action == "block"
+
+    def task_verdict(self) -> TaskVerdict | None:
+        v = self.verdict
+        if v is None:
+            return None
+        return TaskVerdict(flagged=v.flagged, unsafe_prob=v.unsafe_prob, categories=v.categories)
+
+
+def prompt_input(messages: Sequence[ChatMessage]) -> GuardInput:
+    """The prompt as the classifier sees it: every user text part and every user image."""
+    users = [m for m in messages if m.role == "user"]
+    text = "\n".join(m.text for m in users if m.text)
+    images = tuple(img.data for m in users for img in m.images)
+    return GuardInput(text=text, images=images)
+
+
+class Guard:
+    """Scores prompts and responses through the batcher and applies ``GuardPolicy``."""
+
+    def __init__(
+        self,
+        batcher: DynamicBatcher[GuardInput, Verdict],
+        policy: GuardPolicy,
+        metrics: GuardMetrics,
+    ) -> None:
+        self.batcher = batcher
+        self.policy = policy
+        self.metrics = metrics
+
+    async def check_input(self, request_id: str, prompt: GuardInput) -> GuardDecision:
+        """Score the prompt; raises only under ``fail_policy=closed``."""
+        return await self._check(request_id, prompt)
+
+    async def check_output(
+        self, request_id: str, prompt: GuardInput, prompt_decision: GuardDecision, response: str
+    ) -> GuardDecision:
+        """Score ``response`` given its prompt.
+
+        NOTE(h1): the prompt images are not re-sent; their OCR text from the prompt verdict is
+        appended instead, so a stream scored every few tokens does not re-run OCR each time.
+        """
+        ocr = prompt_decision.verdict.ocr_text if prompt_decision.verdict else ""
+        text = f"{prompt.text}\n{ocr}" if ocr else prompt.text
+        return await self._check(request_id, GuardInput(text=text, response=response))
+
+    def stream(
+        self, request_id: str, prompt: GuardInput, prompt_decision: GuardDecision
+    ) -> "StreamGuard":
+        return StreamGuard(self, request_id, prompt, prompt_decision)
+
+    async def _check(self, request_id: str, item: GuardInput) -> GuardDecision:
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                verdict, timing = await self.batcher.submit(item)
+        except Exception as exc:  # noqa: BLE001 - the fail policy decides, see _failed
+            return self._failed(request_id, item.task, exc)
+        total = time.perf_counter() - start
+        self.metrics.request_duration.labels("queue").observe(timing.queue_s)
+        self.metrics.request_duration.labels("inference").observe(timing.inference_s)
+        self.metrics.request_duration.labels("total").observe(total)
+        if verdict.task != item.task:
+            log.warning("backend answered task %r for a %r item", verdict.task, item.task)
+        action: Action = "allow"
+        if verdict.flagged:
+            action = {"block": "block", "annotate": "annotate", "shadow": "shadow"}[
+                self.policy.mode
+            ]
+        decision = GuardDecision(item.task, action, verdict, timing)
+        self._record(request_id, decision)
+        return decision
+
+    def _failed(self, request_id: str, task: str, exc: BaseException) -> GuardDecision:
+        kind, err = _classify_failure(exc)
+        self.metrics.failures.labels(kind).inc()
+        self.metrics.verdicts.labels(task, "error", "fail_open" if self._open else "error").inc()
+        _log_event(request_id, task, "fail_open" if self._open else "fail_closed", None, kind)
+        if self._open:
+            return GuardDecision(task, "fail_open", None)
+        raise err from exc
+
+    @property
+    def _open(self) -> bool:
+        return self.policy.fail_policy == "open"
+
+    def _record(self, request_id: str, d: GuardDecision) -> None:
+        assert d.verdict is not None
+        label = "unsafe" if d.verdict.flagged else "safe"
+        self.metrics.verdicts.labels(d.task, label, d.action).inc()
+        for category in d.verdict.categories:
+            self.metrics.categories.labels(d.task, category).inc()
+        if d.verdict.flagged:
+            _log_event(request_id, d.task, d.action, d.verdict, None)
+
+    # --- presentation ---------------------------------------------------------------------------
+
+    def safety(self, *decisions: GuardDecision | None) -> SafetyVerdict | None:
+        """The ``safety`` body field: only in annotate mode."""
+        if self.policy.mode != "annotate":
+            return None
+        found = [d for d in decisions if d is not None]
+        by_task = {d.task: d for d in found}
+        return SafetyVerdict(
+            action=_overall_action(found),
+            prompt=by_task["prompt"].task_verdict() if "prompt" in by_task else None,
+            response=by_task["response"].task_verdict() if "response" in by_task else None,
+        )
+
+    def headers(self, *decisions: GuardDecision | None) -> dict[str, str]:
+        """``x-guard-*`` headers: timings always; the verdict only in annotate mode."""
+        found = [d for d in decisions if d is not None]
+        timings = [d.timing for d in found if d.timing is not None]
+        headers = {
+            "x-guard-queue-time": f"{sum(t.queue_s for t in timings):.6f}",
+            "x-guard-inference-time": f"{sum(t.inference_s for t in timings):.6f}",
+        }
+        if self.policy.mode != "annotate":
+            return headers
+        headers["x-guard-action"] = _overall_action(found)
+        for d in found:
+            if d.verdict is None:
+                continue
+            headers[f"x-guard-{d.task}-flagged"] = str(d.verdict.flagged).lower()
+            headers[f"x-guard-{d.task}-unsafe-prob"] = f"{d.verdict.unsafe_prob:.4f}"
+            headers[f"x-guard-{d.task}-categories"] = ",".join(
+                f"{k}={p:.4f}" for k, p in sorted(d.verdict.categories.items())
+            )
+        return headers
+
+
+_SEVERITY: tuple[Action, ...] = ("allow", "shadow", "annotate", "fail_open", "block")
+
+
+def _overall_action(decisions: Sequence[GuardDecision]) -> Action:
+    actions = [d.action for d in decisions] or ["allow"]
+    return max(actions, key=_SEVERITY.index)
+
+
+def _classify_failure(exc: BaseException) -> tuple[str, APIError]:
+    """(metric label, the error to raise under fail-closed)."""
+    if isinstance(exc, TimeoutError):
+        return "timeout", GatewayTimeout("safety guard timed out", code="guard_timeout")
+    if isinstance(exc, APIError) and exc.status in (429, 504):
+        kind = "overloaded" if exc.status == 429 else "queue_timeout"
+        return kind, type(exc)(exc.message, code=f"guard_{kind}")
+    return "backend_error", ServiceUnavailable("safety guard unavailable", code="guard_unavailable")
+
+
+def _log_event(
+    request_id: str, task: str, action: str, verdict: Verdict | None, error: str | None
+) -> None:
+    """One structured line per blocked / flagged / failed check (no request content)."""
+    record: dict[str, object] = {"event": "guard", "request_id": request_id, "task": task}
+    record["action"] = action
+    if verdict is not None:
+        record["verdict"] = {
+            "flagged": verdict.flagged,
+            "unsafe_prob": round(verdict.unsafe_prob, 4),
+            "categories": {k: round(v, 4) for k, v in verdict.categories.items()},
+        }
+    if error is not None:
+        record["error"] = error
+    log.warning(json.dumps(record, sort_keys=True))
+
+
+@dataclass
+class StreamStep:
+    """What a stream may release now; ``decision`` is set when this step scored text."""
+
+    release: str = ""
+    blocked: bool = False
+    decision: GuardDecision | None = None
+
+
+@dataclass
+class StreamGuard:
+    """Hold-back window over a streamed response.
+
+    In block mode, text is released only after the whole response so far has been scored, at
+    least every ``stream_holdback_chars`` characters and once more at the end. In annotate and
+    shadow modes text passes through at once and the full response is scored at the end.
+    """
+
+    guard: Guard
+    request_id: str
+    prompt: GuardInput
+    prompt_decision: GuardDecision
+    text: str = ""
+    pending: str = ""
+    last: GuardDecision | None = field(default=None)
+
+    @property
+    def _holding(self) -> bool:
+        return self.guard.policy.mode == "block"
+
+    async def push(self, delta: str) -> StreamStep:
+        self.text += delta
+        if not self._holding:
+            return StreamStep(release=delta)
+        self.pending += delta
+        if len(self.pending) < self.guard.policy.stream_holdback_chars:
+            return StreamStep()
+        return await self._score_and_release()
+
+    async def finish(self) -> StreamStep:
+        """Score what is left (or the whole response outside block mode) and release it."""
+        if not self.text:
+            return StreamStep()
+        if self._holding and not self.pending:
+            return StreamStep()
+        return await self._score_and_release()
+
+    async def _score_and_release(self) -> StreamStep:
+        decision = await self.guard.check_output(
+            self.request_id, self.prompt, self.prompt_decision, self.text
+        )
+        self.last = decision
+        if decision.blocked:
+            self.pending = ""
+            return StreamStep(blocked=True, decision=decision)
+        release, self.pending = self.pending, ""
+        return StreamStep(release=release, decision=decision)

@@ -1,0 +1,285 @@
+"""``ServingChat.create_chat_completion``: the guarded chat pipeline.
+
+validate → load images → ``guard.check_input`` → ``engine.generate`` → ``guard.check_output`` →
+build. Returns a ``ChatResult`` holding either a response body or an async iterator of SSE
+strings, plus the ``x-guard-*`` headers. Errors are raised (``APIError``/``EngineError``) before
+a stream starts; once streaming, an error becomes one error event. Every stream ends with
+``data: [DONE]`` unless the client went away. A client disconnect or a timeout cancels the work
+and calls ``engine.abort(request_id)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anyio
+from starlette.requests import Request
+
+from service.engines.base import EngineClient, EngineError, EngineOutput, EngineRequest
+from service.errors import (
+    APIError,
+    ContentFiltered,
+    GatewayTimeout,
+    NotFound,
+    from_engine_error,
+)
+from service.guard import REFUSAL_MESSAGE, Guard, GuardDecision, prompt_input
+from service.images import RemoteImageFetcher
+from service.metrics import GuardMetrics
+from service.protocol import (
+    AssistantMessage,
+    ChatCompletionChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamChoice,
+    ChatCompletionStreamResponse,
+    DeltaMessage,
+    SafetyVerdict,
+    UsageInfo,
+)
+from service.serving.base import DONE, run_cancellable, sse, sse_error
+from service.serving.messages import to_engine_messages
+
+log = logging.getLogger("spaguard.chat")
+
+
+@dataclass
+class ChatResult:
+    """A JSON body or an SSE stream, with the headers to send either way."""
+
+    body: ChatCompletionResponse | None = None
+    stream: AsyncIterator[str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Generation:
+    text: str = ""
+    finish_reason: str = "stop"
+    usage: UsageInfo = field(default_factory=UsageInfo)
+
+
+@dataclass
+class _Ctx:
+    """Per-request state shared by the stream helpers."""
+
+    req: ChatCompletionRequest
+    request_id: str
+    model: str
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def chunk(
+        self,
+        delta: DeltaMessage | None = None,
+        finish: str | None = None,
+        usage: UsageInfo | None = None,
+        safety: SafetyVerdict | None = None,
+    ) -> str:
+        choices = [] if delta is None else [ChatCompletionStreamChoice(delta=delta, finish_reason=finish)]
+        return sse(
+            ChatCompletionStreamResponse(
+                id=self.request_id, created=self.created, model=self.model,
+                choices=choices, usage=usage, safety=safety,
+            )
+        )
+
+
+class ServingChat:
+    """Handles ``POST /v1/chat/completions``."""
+
+    def __init__(
+        self,
+        engine: EngineClient,
+        guard: Guard,
+        metrics: GuardMetrics,
+        model_name: str,
+        request_timeout_s: float,
+        fetcher: RemoteImageFetcher | None = None,
+    ) -> None:
+        self.engine = engine
+        self.guard = guard
+        self.metrics = metrics
+        self.model_name = model_name
+        self.request_timeout_s = request_timeout_s
+        self.fetcher = fetcher
+
+    async def create_chat_completion(
+        self, req: ChatCompletionRequest, raw: Request | None = None
+    ) -> ChatResult:
+        if req.model is not None and req.model != self.model_name:
+            raise NotFound("model not found; see GET /v1/models", param="model",
+                           code="model_not_found")
+        ctx = _Ctx(req, f"chatcmpl-{uuid.uuid4().hex}", self.model_name)
+        messages = await to_engine_messages(req.messages, self.fetcher)
+        prompt = prompt_input(messages)
+        decision = await self.guard.check_input(ctx.request_id, prompt)
+        headers = self.guard.headers(decision) | {"x-request-id": ctx.request_id}
+        if decision.blocked:
+            return self._blocked_prompt(ctx, decision, headers)
+        engine_req = EngineRequest(ctx.request_id, messages, req.to_engine_params())
+        if req.stream:
+            return ChatResult(stream=self._stream(ctx, engine_req, decision), headers=headers)
+        gen = await run_cancellable(
+            self._collect(engine_req), raw, self.request_timeout_s,
+            lambda: self.engine.abort(ctx.request_id),
+        )
+        out = await self.guard.check_output(ctx.request_id, prompt, decision, gen.text)
+        headers = self.guard.headers(decision, out) | {"x-request-id": ctx.request_id}
+        text, finish = gen.text, gen.finish_reason
+        if out.blocked:
+            if self.guard.policy.block_style == "error":
+                raise ContentFiltered("the response was blocked by the safety guard")
+            text, finish = REFUSAL_MESSAGE, "content_filter"
+        body = ChatCompletionResponse(
+            id=ctx.request_id, created=ctx.created, model=self.model_name,
+            choices=[ChatCompletionChoice(message=AssistantMessage(content=text),
+                                          finish_reason=finish)],
+            usage=gen.usage, safety=self.guard.safety(decision, out),
+        )
+        return ChatResult(body=body, headers=headers)
+
+    def _blocked_prompt(
+        self, ctx: _Ctx, decision: GuardDecision, headers: dict[str, str]
+    ) -> ChatResult:
+        """A blocked prompt: 400 (``block_style=error``) or a refusal, with no generation."""
+        if self.guard.policy.block_style == "error":
+            raise ContentFiltered("the request was blocked by the safety guard")
+        safety = self.guard.safety(decision)
+        if ctx.req.stream:
+            return ChatResult(stream=self._refusal_stream(ctx, safety), headers=headers)
+        body = ChatCompletionResponse(
+            id=ctx.request_id, created=ctx.created, model=self.model_name,
+            choices=[ChatCompletionChoice(message=AssistantMessage(content=REFUSAL_MESSAGE),
+                                          finish_reason="content_filter")],
+            usage=UsageInfo(), safety=safety,
+        )
+        return ChatResult(body=body, headers=headers)
+
+    async def _refusal_stream(self, ctx: _Ctx, safety: SafetyVerdict | None) -> AsyncIterator[str]:
+        yield ctx.chunk(DeltaMessage(role="assistant", content=""))
+        yield ctx.chunk(DeltaMessage(content=REFUSAL_MESSAGE))
+        yield ctx.chunk(DeltaMessage(), finish="content_filter", safety=safety)
+        if ctx.req.include_usage:
+            yield ctx.chunk(usage=UsageInfo())
+        yield DONE
+
+    async def _outputs(self, engine_req: EngineRequest) -> AsyncIterator[EngineOutput]:
+        """Engine outputs with time-to-first-token and token metrics."""
+        start, first, last = time.perf_counter(), True, None
+        async for out in self.engine.generate(engine_req):
+            if first:
+                self.metrics.ttft.observe(time.perf_counter() - start)
+                first = False
+            last = out
+            yield out
+        if last is not None:
+            self.metrics.tokens.labels("prompt").inc(last.prompt_tokens)
+            self.metrics.tokens.labels("completion").inc(last.completion_tokens)
+
+    async def _collect(self, engine_req: EngineRequest) -> _Generation:
+        gen = _Generation()
+        async for out in self._outputs(engine_req):
+            gen.text += out.text
+            gen.finish_reason = out.finish_reason or gen.finish_reason
+            gen.usage = _usage(out)
+        return gen
+
+    async def _stream(
+        self, ctx: _Ctx, engine_req: EngineRequest, decision: GuardDecision
+    ) -> AsyncIterator[str]:
+        """SSE events. A producer task runs engine + guard and feeds a queue, so the timeout
+        wraps only the wait for the next event (never a ``yield``) and a closed stream (client
+        gone) just cancels the producer."""
+        queue: asyncio.Queue[str | APIError | None] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(ctx, engine_req, decision, queue))
+        deadline = asyncio.get_running_loop().time() + self.request_timeout_s
+        finished = False
+        try:
+            yield ctx.chunk(DeltaMessage(role="assistant", content=""))
+            while (event := await _next_event(queue, deadline)) is not None:
+                if isinstance(event, APIError):
+                    raise event
+                yield event
+            finished = True
+        except APIError as error:
+            log.warning("stream %s failed: %s (%s)", ctx.request_id, error.code, error.status)
+            self.metrics.failures.labels("stream").inc()
+            yield sse_error(error)
+        finally:
+            producer.cancel()
+            if not finished:
+                # Client gone, error or timeout: stop the engine (shielded: we may be cancelled).
+                with anyio.CancelScope(shield=True):
+                    await asyncio.gather(producer, return_exceptions=True)
+                    await self.engine.abort(ctx.request_id)
+        yield DONE
+
+    async def _produce(
+        self,
+        ctx: _Ctx,
+        engine_req: EngineRequest,
+        decision: GuardDecision,
+        queue: asyncio.Queue[str | APIError | None],
+    ) -> None:
+        try:
+            async for event in self._guarded_events(ctx, engine_req, decision):
+                queue.put_nowait(event)
+            queue.put_nowait(None)
+        except (APIError, EngineError) as exc:
+            queue.put_nowait(_as_api_error(exc))
+        except Exception:  # noqa: BLE001 - a bug must still end the stream with an error event
+            log.exception("stream %s crashed", ctx.request_id)
+            queue.put_nowait(APIError("internal server error"))
+
+    async def _guarded_events(
+        self, ctx: _Ctx, engine_req: EngineRequest, decision: GuardDecision
+    ) -> AsyncIterator[str]:
+        """Content chunks released by the stream guard, then the final chunk(s)."""
+        prompt = prompt_input(engine_req.messages)
+        holdback = self.guard.stream(ctx.request_id, prompt, decision)
+        usage, finish = UsageInfo(), "stop"
+        async for out in self._outputs(engine_req):
+            step = await holdback.push(out.text)
+            if step.blocked:
+                break
+            if step.release:
+                yield ctx.chunk(DeltaMessage(content=step.release))
+            usage, finish = _usage(out), out.finish_reason or finish
+        else:
+            step = await holdback.finish()
+            if step.release:
+                yield ctx.chunk(DeltaMessage(content=step.release))
+        if step.blocked:
+            await self.engine.abort(ctx.request_id)
+            finish = "content_filter"
+        yield ctx.chunk(DeltaMessage(), finish=finish,
+                        safety=self.guard.safety(decision, holdback.last))
+        if ctx.req.include_usage:
+            yield ctx.chunk(usage=usage)
+
+
+def _usage(out: EngineOutput) -> UsageInfo:
+    return UsageInfo(
+        prompt_tokens=out.prompt_tokens,
+        completion_tokens=out.completion_tokens,
+        total_tokens=out.prompt_tokens + out.completion_tokens,
+    )
+
+
+def _as_api_error(exc: Exception) -> APIError:
+    return exc if isinstance(exc, APIError) else from_engine_error(exc)  # type: ignore[arg-type]
+
+
+async def _next_event(
+    queue: asyncio.Queue[str | APIError | None], deadline: float
+) -> str | APIError | None:
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await queue.get()
+    except TimeoutError:
+        raise GatewayTimeout("generation timed out", code="generation_timeout") from None

@@ -1,0 +1,216 @@
+"""Service settings: one pydantic class, CLI flags generated from it, optional ``--config`` YAML.
+
+Precedence: defaults < YAML file (``--config``) < explicit CLI flags. Unknown YAML keys are errors.
+Cross-field checks run in ``ServeSettings``'s validator, before any engine or classifier loads.
+
+Request limits are module constants (not flags): they bound memory per request and are part of
+the API contract listed in ``service.serve``'s docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.engines import ENGINE_KINDS
+from service.engines.base import EngineConfig
+
+# --- Request limits (named constants; see service/serve.py docstring) -------------------------
+MAX_IMAGES_PER_REQUEST = 8
+MAX_IMAGE_BYTES = 10 * 1024 * 1024  # per image, after base64 decoding
+MAX_IMAGE_PIXELS = 4096 * 4096  # width * height; also guards against decompression bombs
+MAX_MESSAGES = 64
+MAX_CHARS = 64_000  # all text parts of all messages together
+MAX_TOKENS = 4096  # upper bound for max_tokens / max_completion_tokens
+DEFAULT_MAX_TOKENS = 256  # when the client does not ask
+MAX_BODY_BYTES = MAX_IMAGES_PER_REQUEST * MAX_IMAGE_BYTES * 4 // 3 + 1024 * 1024  # base64 + text
+MAX_ERROR_MESSAGE_CHARS = 300  # error messages are capped and never echo request content
+
+EngineKind = Literal["transformers", "openai", "vllm", "fake"]
+assert set(typing.get_args(EngineKind)) == set(ENGINE_KINDS), "keep EngineKind in sync"
+
+
+class ServeSettings(BaseModel):
+    """Everything ``spaguard serve`` can be told. Each field's docstring is its ``--help`` text."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    host: str = "127.0.0.1"
+    """Interface to bind."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port to bind (0 picks a free one)."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the service loggers and uvicorn."""
+
+    engine: EngineKind = "transformers"
+    """VLM engine: transformers (in-process, CPU default), openai (HTTP upstream such as vllm serve),
+    vllm (in-process AsyncLLM), fake (scripted responses from a JSON file given as --model)."""
+    model: str | None = None
+    """Model path or hub id; with --engine transformers and no model, an embedded tiny random VLM."""
+    served_model_name: str | None = None
+    """Model name reported by /v1/models and accepted in requests (default: the engine's)."""
+    upstream_url: str | None = None
+    """Base URL of the OpenAI-compatible upstream (required with --engine openai), e.g. http://h:8001/v1."""
+    upstream_api_key: str | None = None
+    """API key sent to the upstream, if it needs one."""
+    upstream_timeout_s: float = Field(120.0, gt=0)
+    """Timeout of one upstream HTTP call."""
+    device: str = "cpu"
+    """Device of in-process engines (cpu, cuda, cuda:1)."""
+    dtype: str = "auto"
+    """Weights dtype of in-process engines (auto, float32, bfloat16, float16)."""
+    engine_max_batch_size: int = Field(8, ge=1)
+    """Largest generation batch of in-process engines."""
+    max_model_len: int | None = Field(None, ge=16)
+    """Context length cap of in-process engines (default: the model's)."""
+    seed: int = 0
+    """Seed for the embedded tiny model and default sampling."""
+
+    guard_backend: Literal["onnx", "torch"] = "onnx"
+    """Harm classifier runtime."""
+    guard_artifact: Path | None = None
+    """Classifier artifact directory (default: the one shipped with the package)."""
+    guard_threads: int = Field(2, ge=1)
+    """CPU threads of the classifier runtime."""
+    guard_mode: Literal["block", "annotate", "shadow"] = "block"
+    """block: refuse flagged prompts/responses; annotate: add the verdict to the body and x-guard-*
+    headers; shadow: score and record (logs, metrics) without changing responses."""
+    block_style: Literal["refusal", "error"] = "refusal"
+    """refusal: 200 with a refusal and finish_reason content_filter; error: 400 with code content_filter."""
+    fail_policy: Literal["open", "closed"] = "closed"
+    """When the guard errors or times out: open lets the request through, closed answers 503."""
+    guard_timeout_s: float = Field(10.0, gt=0)
+    """Longest wait for one guard verdict, queueing included (then the fail policy applies)."""
+    stream_holdback_chars: int = Field(64, ge=1)
+    """Streaming: characters held back and scored before release (block mode releases nothing unscored)."""
+
+    max_batch_size: int = Field(16, ge=1)
+    """Largest classifier batch (all concurrent requests and streams share batches)."""
+    max_batch_images: int = Field(16, ge=1)
+    """Image budget of one classifier batch (an item with more images than this runs alone)."""
+    max_wait_ms: float = Field(5.0, ge=0)
+    """How long a classifier batch waits for more items after its first one."""
+    max_queue: int = Field(256, ge=1)
+    """Classifier queue capacity; a full queue answers 429."""
+    queue_timeout_s: float = Field(5.0, gt=0)
+    """Longest wait in the classifier queue before a batch picks an item up (then 504)."""
+
+    remote_images: bool = False
+    """Allow http(s) image URLs (fetched with SSRF protection); data: URLs are always allowed."""
+    remote_image_hosts: tuple[str, ...] = ()
+    """Host allow-list for remote images (exact names or '.suffix'); empty = any public host."""
+    remote_image_max_bytes: int = Field(MAX_IMAGE_BYTES, ge=1, le=MAX_IMAGE_BYTES)
+    """Largest remote image to download."""
+    remote_image_timeout_s: float = Field(5.0, gt=0)
+    """Time cap for downloading one remote image, redirects included."""
+
+    api_keys: tuple[str, ...] = ()
+    """Bearer keys accepted on /v1/*; empty = no authentication."""
+    request_timeout_s: float = Field(300.0, gt=0)
+    """Longest generation per request (then 504, or an error chunk when streaming)."""
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ServeSettings":
+        if self.engine == "openai" and not self.upstream_url:
+            raise ValueError("--engine openai needs --upstream-url (e.g. http://127.0.0.1:8001/v1)")
+        if self.engine == "fake" and not self.model:
+            raise ValueError("--engine fake needs --model pointing at a script JSON file")
+        if self.engine == "vllm" and not self.model:
+            raise ValueError("--engine vllm needs --model (a local path or hub id)")
+        if self.remote_image_hosts and not self.remote_images:
+            raise ValueError("--remote-image-hosts is set but --remote-images is off")
+        if self.max_queue < self.max_batch_size:
+            raise ValueError("--max-queue must be at least --max-batch-size")
+        if self.guard_artifact is not None and not self.guard_artifact.exists():
+            raise ValueError(f"--guard-artifact {self.guard_artifact} does not exist")
+        return self
+
+    def engine_config(self) -> EngineConfig:
+        """The engine part of the settings."""
+        return EngineConfig(
+            kind=self.engine,
+            model=self.model,
+            served_model_name=self.served_model_name,
+            upstream_url=self.upstream_url,
+            upstream_api_key=self.upstream_api_key,
+            upstream_timeout_s=self.upstream_timeout_s,
+            device=self.device,
+            dtype=self.dtype,
+            max_batch_size=self.engine_max_batch_size,
+            max_model_len=self.max_model_len,
+            seed=self.seed,
+        )
+
+
+# --- CLI generation ---------------------------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> Any:
+    """Strip ``X | None`` to ``X``."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        return non_none[0] if len(non_none) == 1 else str
+    return annotation
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """An argparse parser with one flag per ``ServeSettings`` field (defaults left unset)."""
+    parser = argparse.ArgumentParser(
+        prog="spaguard serve", description="Guarded OpenAI-compatible VLM server."
+    )
+    parser.add_argument("--config", type=Path, help="YAML file of settings (flags override it).")
+    for name, info in ServeSettings.model_fields.items():
+        kind = _base_type(info.annotation)
+        help_ = f"{info.description} (default: {info.default!r})"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is tuple:
+            kwargs.update(nargs="*", metavar="VALUE")
+        elif typing.get_origin(kind) is Literal:
+            kwargs["choices"] = typing.get_args(kind)
+        elif kind in (int, float):
+            kwargs["type"] = kind
+        parser.add_argument(_flag(name), **kwargs)
+    return parser
+
+
+def load_settings(argv: list[str] | None) -> ServeSettings:
+    """Parse CLI flags (and the optional ``--config`` YAML) into validated settings.
+
+    Raises ``SystemExit(2)`` with a readable message on an invalid combination.
+    """
+    parser = make_parser()
+    args = vars(parser.parse_args(argv))
+    config_path = args.pop("config", None)
+    values: dict[str, Any] = {}
+    if config_path is not None:
+        values.update(_read_yaml(parser, config_path))
+    values.update(args)
+    try:
+        return ServeSettings(**values)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        parser.error("invalid settings:\n" + "\n".join(lines))
+        raise  # unreachable: parser.error exits
+
+
+def _read_yaml(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        parser.error(f"cannot read --config {path}: {exc}")
+    if not isinstance(data, dict):
+        parser.error(f"--config {path}: expected a mapping of setting names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
