@@ -18,8 +18,12 @@ The service imports ``models`` only through this module (STYLE.md section 1).
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -62,3 +66,142 @@ class ScoringBackend(Protocol):
     def score(self, batch: list[GuardInput]) -> list[Verdict]:
         """Score ``batch`` (len ≤ ``max_batch_size``); one verdict per item, same order."""
         ...
+
+
+# ---- implementations ---------------------------------------------------------------------------
+# torch, onnxruntime and the classifier are imported lazily inside the backends, so importing this
+# module for the contracts above stays cheap.
+
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "default"
+BACKEND_KINDS = ("torch", "onnx", "onnx-int8")
+
+
+def _sigmoid(x: float) -> float:
+    # Numerically stable for large |x| (logits can be ±50 after a bad calibration).
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def verdicts_from_logits(items: Sequence[GuardInput], logits: dict[str, Any], calibration: Any,
+                         node_keys: Sequence[str], ocr_texts: Sequence[str]) -> list[Verdict]:
+    """Apply ``calibration`` (``models.card.Calibration``) to raw logits: one ``Verdict`` per item.
+
+    ``logits`` holds array-likes ``prompt`` (B,), ``response`` (B,) and ``nodes`` (B, K); each item
+    reads the head of its own task.
+    """
+    cal = calibration
+    out = []
+    for i, item in enumerate(items):
+        task = item.task
+        prob = _sigmoid(float(logits[task][i]) / cal.temperature[task])
+        flagged = prob >= cal.threshold[task]
+        row = logits["nodes"][i]
+        scores = {k: _sigmoid(float(row[j]) / cal.node_temperature) for j, k in enumerate(node_keys)}
+        fired = {k: s for k, s in scores.items()
+                 if s >= cal.node_threshold(k) and (flagged or s >= cal.node_override)}
+        out.append(Verdict(task=task, unsafe_prob=prob, flagged=flagged, categories=fired, scores=scores,
+                           ocr_text=ocr_texts[i]))
+    return out
+
+
+class _BackendBase:
+    """Shared batch checks and verdict building; subclasses provide ``_prepare`` and ``_logits``."""
+
+    name = "base"
+
+    def __init__(self, max_batch_size: int) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be ≥ 1, got {max_batch_size}")
+        self.max_batch_size = max_batch_size
+        self._healthy = True
+
+    def health(self) -> bool:
+        """True unless the last ``score`` call failed inside the model runtime."""
+        return self._healthy
+
+    def score(self, batch: list[GuardInput]) -> list[Verdict]:
+        """One verdict per item, in order (see ``ScoringBackend``)."""
+        if not batch:
+            return []
+        if len(batch) > self.max_batch_size:
+            raise ValueError(f"batch of {len(batch)} exceeds max_batch_size={self.max_batch_size}")
+        for item in batch:
+            if not isinstance(item, GuardInput):
+                raise TypeError(f"score expects GuardInput items, got {type(item).__name__}")
+        features, ocr_texts = self._prepare(batch)  # bad inputs (e.g. undecodable images) raise here
+        try:
+            logits = self._logits(features)
+        except Exception:
+            self._healthy = False
+            raise
+        self._healthy = True
+        return verdicts_from_logits(batch, logits, self.calibration, self.node_keys, ocr_texts)
+
+    # Set by subclasses.
+    calibration: Any
+    node_keys: list[str]
+
+    def _prepare(self, batch: list[GuardInput]) -> tuple[dict[str, Any], list[str]]:
+        raise NotImplementedError
+
+    def _logits(self, features: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class TorchBackend(_BackendBase):
+    """The classifier in eager PyTorch (CPU, or CUDA when ``device="cuda"``)."""
+
+    name = "torch"
+
+    def __init__(self, artifact: str | Path, *, threads: int | None = None, max_batch_size: int = 32,
+                 device: str = "cpu") -> None:
+        import torch
+
+        from models.classifier import GuardClassifier
+
+        super().__init__(max_batch_size)
+        if threads is not None:
+            # NOTE(helper3): torch's intra-op pool is process-wide; pinning here pins the process.
+            torch.set_num_threads(int(threads))
+        self.device = torch.device(device)
+        self.model = GuardClassifier.load(artifact).to(self.device).eval()
+        self.calibration = self.model.calibration
+        self.node_keys = list(self.model.config.node_keys)
+
+    def _prepare(self, batch: list[GuardInput]) -> tuple[dict[str, Any], list[str]]:
+        return self.model.prepare(batch)
+
+    def _logits(self, features: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**{k: v.to(self.device) for k, v in features.items()})
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+def resolve_artifact(artifact: str | Path | None) -> Path:
+    """The artifact folder to load: ``artifact``, or ``models/default/`` when None."""
+    folder = DEFAULT_ARTIFACT if artifact is None else Path(artifact)
+    if not (folder / "config.json").is_file():
+        hint = " (the shipped default is built by `spaguard train-guard`)" if artifact is None else ""
+        raise FileNotFoundError(f"no classifier artifact at {folder}{hint}")
+    return folder
+
+
+def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, threads: int | None = None,
+                 max_batch_size: int = 32) -> ScoringBackend:
+    """Open a scoring backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` on ``artifact``.
+
+    ``artifact`` None means ``models/default/``. ``threads`` pins intra-op threads (None: the
+    runtime's default, or ``$SPAGUARD_THREADS``). Raises ``ArtifactMismatchError`` when the
+    artifact's card does not match the encoder weights or node keys found here.
+    """
+    if kind not in BACKEND_KINDS:
+        raise ValueError(f"unknown backend {kind!r}; expected one of {BACKEND_KINDS}")
+    folder = resolve_artifact(artifact)
+    if threads is None and os.environ.get("SPAGUARD_THREADS"):
+        threads = int(os.environ["SPAGUARD_THREADS"])
+    if kind == "torch":
+        return TorchBackend(folder, threads=threads, max_batch_size=max_batch_size)
+    from models.onnx_backend import OnnxBackend
+
+    return OnnxBackend(folder, threads=threads, max_batch_size=max_batch_size, int8=kind == "onnx-int8")

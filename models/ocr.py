@@ -1,0 +1,136 @@
+"""OCR for the guard: typographic attacks put the harmful request in the image, so read it.
+
+Contract
+--------
+* ``OcrReader.read(image_bytes) -> str`` returns the text found in an encoded image (PNG, JPEG,
+  WebP, GIF, ...), lines joined by spaces in reading order (top-to-bottom, left-to-right), or ``""``.
+  Undecodable bytes raise ``ValueError``.
+* Results are cached by the image's sha256 (LRU, ``cache_size`` entries), so featurizing the same
+  image twice (prompt check, then response check) costs one OCR run.
+* Thread-safe: the RapidOCR engine is created lazily once, and calls into it are serialized by a
+  lock (RapidOCR mutates per-call state; ORT sessions use ``threads`` intra-op threads each).
+* ``get_reader(config)`` returns one shared reader per config in this process.
+
+Speed (see ``docs/benchmarks.md``): the defaults skip the text-angle classifier (typographic and
+screenshot text is upright), cap the detector input's longest side at ``det_limit_side_len`` and
+return early, without running any model, for near-uniform images (``blank_std``), which cannot
+carry text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# Decompression-bomb guard: images larger than this are refused before decoding pixels.
+MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class OcrConfig:
+    """Knobs of the OCR pipeline (RapidOCR PP-OCRv4 det + rec; angle classifier optional)."""
+
+    det_limit_side_len: int = 736
+    """Detector input size limit in pixels (applied with ``det_limit_type``)."""
+    det_limit_type: str = "max"
+    """``"max"``: shrink so the longest side is ≤ the limit (fast); ``"min"``: grow the shortest side to it."""
+    use_cls: bool = False
+    """Run the 0/180-degree text-angle classifier (off: upright text is the common case)."""
+    text_score: float = 0.5
+    """Recognised lines scoring below this are dropped."""
+    blank_std: float = 2.0
+    """Grey-level std below which an image is treated as blank (no text) without running OCR."""
+    threads: int | None = None
+    """Intra-op threads of each ORT session (None: ORT's default, all cores)."""
+    cache_size: int = 1024
+    """Entries in the sha256 -> text LRU cache."""
+
+
+class OcrReader:
+    """A cached, thread-safe text reader for encoded images (see module docstring)."""
+
+    def __init__(self, config: OcrConfig | None = None) -> None:
+        self.config = config or OcrConfig()
+        if self.config.det_limit_type not in ("max", "min"):
+            raise ValueError(f"det_limit_type must be 'max' or 'min', got {self.config.det_limit_type!r}")
+        self._engine: Any = None
+        self._lock = threading.Lock()  # guards the cache
+        self._engine_lock = threading.Lock()  # serializes engine creation and calls
+        self._cache: OrderedDict[str, str] = OrderedDict()
+
+    def read(self, image: bytes) -> str:
+        """Text in ``image`` (encoded bytes), ``""`` if none. Raises ``ValueError`` on bad bytes."""
+        if not isinstance(image, (bytes, bytearray, memoryview)):
+            raise TypeError(f"OCR expects encoded image bytes, got {type(image).__name__}")
+        key = hashlib.sha256(image).hexdigest()
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        text = self._run(decode_bgr(bytes(image)))
+        with self._lock:
+            self._cache[key] = text
+            while len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
+        return text
+
+    def read_many(self, images: list[bytes] | tuple[bytes, ...]) -> list[str]:
+        """``read`` for each image, in order."""
+        return [self.read(img) for img in images]
+
+    def _run(self, bgr: np.ndarray) -> str:
+        # Fast path: a near-uniform image has no strokes, so no text to find.
+        if float(bgr.std()) < self.config.blank_std:
+            return ""
+        with self._engine_lock:
+            engine = self._get_engine()
+            result, _ = engine(bgr)
+        if not result:
+            return ""
+        return " ".join(str(line[1]).strip() for line in result if str(line[1]).strip())
+
+    def _get_engine(self) -> Any:
+        # Called with the lock held: build the ORT sessions once, on first use.
+        if self._engine is None:
+            from rapidocr_onnxruntime import RapidOCR
+
+            cfg = self.config
+            threads = -1 if cfg.threads is None else int(cfg.threads)
+            self._engine = RapidOCR(
+                use_cls=cfg.use_cls, text_score=cfg.text_score,
+                det_limit_side_len=cfg.det_limit_side_len, det_limit_type=cfg.det_limit_type,
+                intra_op_num_threads=threads, inter_op_num_threads=1 if threads > 0 else -1,
+            )
+        return self._engine
+
+
+def decode_bgr(image: bytes) -> np.ndarray:
+    """Decode encoded image bytes to an (H, W, 3) uint8 BGR array (first frame of animations)."""
+    try:
+        with Image.open(io.BytesIO(image)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ValueError(f"image too large: {img.width}x{img.height} pixels > {MAX_PIXELS}")
+            rgb = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"could not decode image bytes ({len(image)} bytes): {exc}") from exc
+    return np.ascontiguousarray(rgb[:, :, ::-1])  # (H, W, 3) RGB -> BGR for OpenCV/RapidOCR
+
+
+_READERS: dict[OcrConfig, OcrReader] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def get_reader(config: OcrConfig | None = None) -> OcrReader:
+    """The process-wide reader for ``config`` (created on first request)."""
+    cfg = config or OcrConfig()
+    with _READERS_LOCK:
+        if cfg not in _READERS:
+            _READERS[cfg] = OcrReader(cfg)
+        return _READERS[cfg]
