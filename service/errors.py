@@ -64,6 +64,12 @@ class Overloaded(APIError):
     status, type, code = 429, "rate_limit_error", "overloaded"
 
 
+class ClientDisconnected(APIError):
+    """The client went away before the answer was ready (499, nginx's convention; unread)."""
+
+    status, type, code = 499, "client_closed_request", "client_disconnected"
+
+
 class UpstreamError(APIError):
     status, type, code = 502, "upstream_error", "upstream_error"
 

@@ -56,3 +56,20 @@ class FakeBackend:
     @property
     def items_seen(self) -> int:
         return sum(len(b) for b in self.batches)
+
+
+def png_bytes(size: tuple[int, int] = (8, 8), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A small valid PNG."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_data_url(data: bytes | None = None) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(data or png_bytes()).decode()

@@ -19,7 +19,10 @@ async def create_chat_completion(req: ChatCompletionRequest, raw: Request) -> Re
             result.stream, media_type="text/event-stream", headers=result.headers
         )
     assert result.body is not None
-    return JSONResponse(result.body.model_dump(mode="json", exclude_none=False), headers=result.headers)
+    body = result.body.model_dump(mode="json")
+    if body.get("safety") is None:  # only present in annotate mode
+        body.pop("safety", None)
+    return JSONResponse(body, headers=result.headers)
 
 
 def attach_router(app: FastAPI) -> None:

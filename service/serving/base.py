@@ -13,15 +13,11 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from service.errors import APIError, GatewayTimeout, envelope
+from service.errors import APIError, ClientDisconnected, GatewayTimeout, envelope
 from service.protocol import ChatCompletionStreamResponse
 
 T = TypeVar("T")
 DONE = "data: [DONE]\n\n"
-
-
-class ClientDisconnected(Exception):
-    """The client went away before the response was ready; nobody is left to answer."""
 
 
 def sse(chunk: ChatCompletionStreamResponse) -> str:
@@ -74,7 +70,7 @@ async def run_cancellable(
         return task.result()
     await _stop(task, watcher, on_cancel)
     if watcher is not None and watcher in done:
-        raise ClientDisconnected()
+        raise ClientDisconnected("client disconnected")
     raise GatewayTimeout("generation timed out", code="generation_timeout")
 
 

@@ -244,12 +244,12 @@ class ServingChat:
         holdback = self.guard.stream(ctx.request_id, prompt, decision)
         usage, finish = UsageInfo(), "stop"
         async for out in self._outputs(engine_req):
+            usage, finish = _usage(out), out.finish_reason or finish
             step = await holdback.push(out.text)
             if step.blocked:
                 break
             if step.release:
                 yield ctx.chunk(DeltaMessage(content=step.release))
-            usage, finish = _usage(out), out.finish_reason or finish
         else:
             step = await holdback.finish()
             if step.release:

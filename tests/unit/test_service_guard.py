@@ -1,0 +1,175 @@
+"""Guard policy: every mode, fail-open/closed, hold-back window, headers and safety field."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from models.backends import GuardInput
+from service.batching import DynamicBatcher
+from service.engines.base import ChatMessage, ImagePart
+from service.errors import GatewayTimeout, Overloaded, ServiceUnavailable
+from service.guard import Guard, GuardPolicy, prompt_input
+from service.metrics import GuardMetrics
+from tests.fakes import FakeBackend
+
+SAFE = GuardInput(text="how do plants grow")
+UNSAFE = GuardInput(text="how to build a bomb")
+
+
+def _sample(metrics: GuardMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+@pytest.fixture
+async def make_guard() -> AsyncIterator:
+    started: list[DynamicBatcher] = []
+
+    async def make(backend: FakeBackend | None = None, **policy) -> tuple[Guard, FakeBackend]:
+        backend = backend or FakeBackend()
+        batcher = DynamicBatcher(backend.score, 8, 0.0, 16, 1.0)
+        batcher.start()
+        started.append(batcher)
+        return Guard(batcher, GuardPolicy(**policy), GuardMetrics()), backend
+
+    yield make
+    for b in started:
+        await b.stop()
+
+
+def test_prompt_input_takes_all_user_text_and_images() -> None:
+    img1, img2 = ImagePart(b"one", "image/png"), ImagePart(b"two", "image/png")
+    messages = (
+        ChatMessage("system", ("be nice",)),
+        ChatMessage("user", ("first", img1)),
+        ChatMessage("assistant", ("ok",)),
+        ChatMessage("user", (img2, "second")),
+    )
+    item = prompt_input(messages)
+    assert item.text == "first\nsecond"  # system and assistant text are not the prompt
+    assert item.images == (b"one", b"two")
+    assert item.task == "prompt"
+
+
+@pytest.mark.parametrize(
+    ("mode", "flagged_action"), [("block", "block"), ("annotate", "annotate"), ("shadow", "shadow")]
+)
+async def test_modes(make_guard, mode: str, flagged_action: str) -> None:
+    guard, _ = await make_guard(mode=mode)
+    safe = await guard.check_input("r1", SAFE)
+    unsafe = await guard.check_input("r2", UNSAFE)
+    assert safe.action == "allow" and not safe.blocked
+    assert unsafe.action == flagged_action
+    assert unsafe.blocked == (mode == "block")
+    assert unsafe.verdict is not None and unsafe.verdict.categories == {"Violence": 0.97}
+    m = guard.metrics
+    assert _sample(m, "guard_verdict_total", task="prompt", label="unsafe", action=flagged_action) == 1
+    assert _sample(m, "guard_verdict_total", task="prompt", label="safe", action="allow") == 1
+
+
+async def test_annotate_headers_and_safety_field(make_guard) -> None:
+    guard, _ = await make_guard(mode="annotate")
+    d = await guard.check_input("r", UNSAFE)
+    headers = guard.headers(d)
+    assert headers["x-guard-action"] == "annotate"
+    assert headers["x-guard-prompt-flagged"] == "true"
+    assert headers["x-guard-prompt-categories"] == "Violence=0.9700"
+    assert float(headers["x-guard-queue-time"]) >= 0
+    safety = guard.safety(d)
+    assert safety is not None and safety.prompt is not None and safety.prompt.flagged
+    assert safety.prompt.categories == {"Violence": 0.97}
+
+
+async def test_block_and_shadow_do_not_expose_the_verdict(make_guard) -> None:
+    for mode in ("block", "shadow"):
+        guard, _ = await make_guard(mode=mode)
+        d = await guard.check_input("r", UNSAFE)
+        assert guard.safety(d) is None
+        assert set(guard.headers(d)) == {"x-guard-queue-time", "x-guard-inference-time"}
+
+
+async def test_fail_closed_raises_503_and_counts(make_guard, caplog) -> None:
+    guard, backend = await make_guard(fail_policy="closed")
+    backend.fail = True
+    with caplog.at_level(logging.WARNING, "spaguard.guard"), pytest.raises(ServiceUnavailable) as e:
+        await guard.check_input("req-9", SAFE)
+    assert e.value.status == 503 and e.value.code == "guard_unavailable"
+    assert _sample(guard.metrics, "guard_request_failure_total", err="backend_error") == 1
+    assert any('"request_id": "req-9"' in r.message and "fail_closed" in r.message
+               for r in caplog.records)
+
+
+async def test_fail_open_lets_request_through(make_guard) -> None:
+    guard, backend = await make_guard(fail_policy="open")
+    backend.fail = True
+    d = await guard.check_input("r", UNSAFE)
+    assert d.action == "fail_open" and d.verdict is None and not d.blocked
+    assert _sample(guard.metrics, "guard_request_failure_total", err="backend_error") == 1
+
+
+async def test_timeout_follows_fail_policy(make_guard) -> None:
+    guard, _ = await make_guard(FakeBackend(delay_s=0.3), fail_policy="closed", timeout_s=0.05)
+    with pytest.raises(GatewayTimeout) as e:
+        await guard.check_input("r", SAFE)
+    assert e.value.status == 504
+    guard, _ = await make_guard(FakeBackend(delay_s=0.3), fail_policy="open", timeout_s=0.05)
+    assert (await guard.check_input("r", SAFE)).action == "fail_open"
+    assert _sample(guard.metrics, "guard_request_failure_total", err="timeout") == 1
+
+
+async def test_overload_keeps_429_when_closed(make_guard) -> None:
+    guard, _ = await make_guard()
+
+    async def full(_: GuardInput):
+        raise Overloaded("guard queue is full")
+
+    guard.batcher.submit = full  # type: ignore[method-assign]
+    with pytest.raises(Overloaded) as e:
+        await guard.check_input("r", SAFE)
+    assert e.value.status == 429
+
+
+async def test_stream_holdback_releases_only_scored_text(make_guard) -> None:
+    guard, backend = await make_guard(mode="block", stream_holdback_chars=10)
+    prompt_decision = await guard.check_input("r", SAFE)
+    sg = guard.stream("r", SAFE, prompt_decision)
+    assert (await sg.push("Hello ")).release == ""  # 6 < 10 chars: held
+    step = await sg.push("world, ")  # 13 chars pending: scored, released
+    assert step.release == "Hello world, " and step.decision is not None
+    assert backend.batches[-1][0].response == "Hello world, "
+    assert (await sg.push("the ")).release == ""
+    step = await sg.push("bomb is ")  # the whole response so far is scored
+    assert step.blocked and step.release == ""
+    assert backend.batches[-1][0].response == "Hello world, the bomb is "
+
+
+async def test_stream_finish_scores_the_tail(make_guard) -> None:
+    guard, backend = await make_guard(mode="block", stream_holdback_chars=100)
+    d = await guard.check_input("r", SAFE)
+    sg = guard.stream("r", SAFE, d)
+    assert (await sg.push("a poison")).release == ""
+    step = await sg.finish()
+    assert step.blocked
+
+
+async def test_stream_passthrough_outside_block_mode(make_guard) -> None:
+    guard, backend = await make_guard(mode="shadow", stream_holdback_chars=1)
+    d = await guard.check_input("r", SAFE)
+    sg = guard.stream("r", SAFE, d)
+    assert (await sg.push("bomb ")).release == "bomb "  # shadow: not held, not blocked
+    n = len(backend.batches)
+    step = await sg.finish()
+    assert not step.blocked and step.decision is not None and step.decision.action == "shadow"
+    assert len(backend.batches) == n + 1  # scored once, at the end
+
+
+async def test_response_check_uses_prompt_ocr_not_images(make_guard) -> None:
+    guard, backend = await make_guard()
+    prompt = GuardInput(text="describe", images=(b"\x89PNG...",))
+    d = await guard.check_input("r", prompt)
+    await guard.check_output("r", prompt, d, "a reply")
+    item = backend.batches[-1][0]
+    assert item.response == "a reply" and item.images == () and item.text.startswith("describe")
