@@ -141,7 +141,7 @@ def test_torch_backend_scores_with_calibration(tiny: dict[str, str], tmp_path) -
     torch.manual_seed(0)
     model = GuardClassifier(ClassifierConfig(encoder=tiny["text"], node_keys=NODES)).eval()
     with torch.no_grad():
-        model.out.bias.copy_(torch.tensor([3.0, -3.0, 3.0, -3.0, -1.0]))  # prompt unsafe, response safe
+        model.out.bias.copy_(torch.tensor([3.0, -3.0, 1.5, 3.0, -1.0]))  # prompt unsafe, response safe
         model.out.weight.zero_()
     cal = Calibration.identity(NODES)
     cal.temperature["prompt"] = 2.0
@@ -153,8 +153,10 @@ def test_torch_backend_scores_with_calibration(tiny: dict[str, str], tmp_path) -
     assert prompt.unsafe_prob == pytest.approx(torch.sigmoid(torch.tensor(1.5)).item(), abs=1e-6)
     assert response.task == "response" and not response.flagged
     assert set(prompt.scores) == set(NODES)
-    assert set(prompt.categories) == {"Malicious Use"}  # fired: above 0.5 and the item is flagged
-    assert response.categories == {}  # not flagged and no node above node_override (0.9)
+    # Flagged item: every node above its threshold fires (0.82 and 0.95; not 0.27).
+    assert set(prompt.categories) == {"Malicious Use", "Malicious Use/Security threats"}
+    # Unflagged item: only nodes above node_override (0.9) fire.
+    assert set(response.categories) == {"Malicious Use/Security threats"}
     assert backend.score([]) == []
     with pytest.raises(ValueError, match="max_batch_size"):
         backend.score([GuardInput("x")] * 5)
