@@ -123,3 +123,23 @@ def calibrate(tasks: dict[str, HeldOut], *, target_fpr: float, node_keys: Sequen
         for k, key in enumerate(node_keys):
             node_thr[key] = threshold_for_fpr(probs[node_benign, k], fpr, floor=threshold_floor)
     return Calibration(temps, thresholds, node_t, node_thr)
+
+
+def stratified_split(strata: Sequence[tuple], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions 0..N-1 into (train, held-out) positions, taking ``fraction`` of every
+    stratum (e.g. (task, label, dataset)) for held-out; singleton strata stay in train."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    by_key: dict[tuple, list[int]] = {}
+    for i, key in enumerate(strata):
+        by_key.setdefault(tuple(key), []).append(i)
+    train: list[int] = []
+    held: list[int] = []
+    for key in sorted(by_key, key=repr):
+        idx = np.array(by_key[key])
+        rng.shuffle(idx)
+        k = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
+        held += idx[:k].tolist()
+        train += idx[k:].tolist()
+    return np.array(sorted(train), dtype=int), np.array(sorted(held), dtype=int)

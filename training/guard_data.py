@@ -70,6 +70,13 @@ class GuardExample:
     def soft(self, task: str) -> float | None:
         return self.soft_prompt if task == "prompt" else self.soft_response
 
+    @property
+    def cv_group(self) -> str:
+        """Near-duplicate cluster for grouped CV: a JailbreakBench goal (the goal itself and every
+        jailbreak built on it) counts once; other rows are their own cluster."""
+        goal = self.extra.get("goal") or (self.prompt if self.group == "jbb_behaviors_harmful" else None)
+        return f"goal:{goal}" if goal else f"uid:{self.uid}"
+
 
 def _check_label(value: Any, name: str, where: str) -> int | None:
     if value is None:
@@ -118,6 +125,7 @@ def _row_to_example(row: dict[str, Any], root: Path, where: str) -> GuardExample
         soft_response=soft_response,
         category=str(category) if category is not None else None,
         group=str(row.get("dataset") or ""),
+        extra=row.get("extra") if isinstance(row.get("extra"), dict) else {},
     )
 
 

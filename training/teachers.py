@@ -172,3 +172,21 @@ class JudgeClient:
         unsafe, cats = parse_judgement(text, self.categories)
         prob = _first_token_prob(choice, unsafe)
         return Judgement(unsafe, float(unsafe) if prob is None else prob, cats, text)
+
+
+def judge_unlabelled(examples: list, client: JudgeClient) -> list:
+    """Soft labels from ``client`` for every ``GuardExample`` task that has neither a hard nor a
+    soft label (prompts, and responses such as SPA-VL's unlabelled chosen replies). Closes it."""
+    from dataclasses import replace
+
+    out = []
+    try:
+        for ex in examples:
+            if ex.label_prompt is None and ex.soft_prompt is None:
+                ex = replace(ex, soft_prompt=client.judge(ex.prompt).prob_unsafe)
+            if ex.response and ex.label_response is None and ex.soft_response is None:
+                ex = replace(ex, soft_response=client.judge(ex.prompt, ex.response).prob_unsafe)
+            out.append(ex)
+    finally:
+        client.close()
+    return out

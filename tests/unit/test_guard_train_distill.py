@@ -1,0 +1,111 @@
+"""train-guard on a tiny random encoder: loss goes down, dev accuracy goes up, artifact loads;
+every guard recipe parses with the strict parser."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import distill
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "training" / "configs").glob("guard_*.yaml"))
+BAD = ["bomb", "poison", "steal", "kill", "weapon", "hack"]
+GOOD = ["bread", "garden", "poem", "math", "travel", "music"]
+
+
+def _rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        unsafe = i % 2
+        word = rng.choice(BAD if unsafe else GOOD)
+        rows.append({"uid": f"{seed}:{i}", "dataset": f"set{i % 3}", "prompt": f"tell me about {word} now",
+                     "images": [], "label_prompt_unsafe": unsafe})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    from models.encoders import build_tiny_text_encoder
+
+    return build_tiny_text_encoder(tmp_path_factory.mktemp("enc") / "tiny", seed=0)
+
+
+def _cfg(tmp_path: Path, encoder: Path, **over) -> distill.DistillConfig:
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in _rows(96, 0)) + "\n")
+    args = ["--config", str(CONFIGS[[c.name for c in CONFIGS].index("guard_tiny.yaml")]),
+            "--encoder", str(encoder), "--data_root", str(tmp_path),
+            "--output_dir", str(tmp_path / "art"), "--cache_dir", str(tmp_path / "cache")]
+    for k, v in over.items():
+        args += [f"--{k}", str(v)]
+    (cfg,) = distill.make_parser().parse_args_and_config(args)
+    return cfg
+
+
+def test_training_lowers_loss_and_raises_dev_accuracy(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = _cfg(tmp_path, tiny_encoder)
+    model = distill.build_model(cfg)
+    from training.guard_data import GuardExample
+
+    examples = [GuardExample(r["uid"], r["prompt"], label_prompt=r["label_prompt_unsafe"], group=r["dataset"])
+                for r in _rows(96, 0)]
+    dev = [GuardExample(r["uid"], r["prompt"], label_prompt=r["label_prompt_unsafe"], group="dev")
+           for r in _rows(40, 1)]
+    data = distill.build_head_data(model, examples + dev, [], cfg)
+    train_idx, dev_idx = np.arange(96), np.arange(96, 136)
+
+    def accuracy() -> float:
+        z = distill.predict_heads(model, data, dev_idx)["task"]
+        return float(np.mean((z > 0) == (data.target[dev_idx] > 0.5)))
+
+    distill._reset_heads(model, 0)
+    before = accuracy()
+    losses = distill.fit_heads(model, data, train_idx, cfg)
+    after = accuracy()
+    assert losses[-1] < 0.5 * losses[0]
+    assert after >= 0.9 and after > before
+
+
+def test_run_writes_a_loadable_calibrated_artifact(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = _cfg(tmp_path, tiny_encoder, cv_folds=3)
+    card = distill.run(cfg, ["--config", "guard_tiny.yaml"])
+    art = tmp_path / "art"
+    cal = json.loads((art / "calibration.json").read_text())
+    assert set(cal) >= {"temperature", "threshold", "node_temperature", "node_thresholds"}
+    assert card["seed"] == 0 and card["data"] == {"train.jsonl": 96}
+    assert card["metrics"]["kfold"]["prompt"]["n"] == 96
+    assert card["metrics"]["kfold"]["prompt"]["auroc"] > 0.9
+    from models.backends import GuardInput, load_backend
+
+    backend = load_backend("torch", art)
+    v_bad, v_good = backend.score([GuardInput("tell me about bomb now"), GuardInput("tell me about bread now")])
+    assert v_bad.unsafe_prob > v_good.unsafe_prob
+    again = distill.run(cfg, [])  # same seed → same calibration (features come from the cache)
+    assert json.loads((art / "calibration.json").read_text()) == cal
+    assert again["metrics"] == card["metrics"]
+
+
+@pytest.mark.parametrize("recipe", CONFIGS, ids=lambda p: p.name)
+def test_every_guard_recipe_parses(recipe):
+    (cfg,) = distill.make_parser().parse_args_and_config(["--config", str(recipe)])
+    assert isinstance(cfg, distill.DistillConfig)
+
+
+def test_unknown_recipe_key_fails(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("guard_files: [x.jsonl]\nepochz: 3\n")
+    with pytest.raises(ValueError, match="epochz"):
+        distill.make_parser().parse_args_and_config(["--config", str(bad)])
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="no training data"):
+        distill.DistillConfig()
+    with pytest.raises(ValueError, match="cv_folds"):
+        distill.DistillConfig(guard_files=["x"], cv_folds=1)
