@@ -195,7 +195,7 @@ class RemoteImageFetcher:
     async def _read_capped(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise PayloadTooLarge(f"remote image larger than {self.max_bytes} bytes", "image_url")
+            raise PayloadTooLarge(f"remote image larger than {self.max_bytes} bytes", param="image_url")
         chunks, size = [], 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
