@@ -72,8 +72,8 @@ class ServeSettings(BaseModel):
     seed: int = 0
     """Seed for the embedded tiny model and default sampling."""
 
-    guard_backend: Literal["onnx", "torch"] = "onnx"
-    """Harm classifier runtime."""
+    guard_backend: Literal["onnx", "onnx-int8", "torch"] = "onnx"
+    """Harm classifier runtime (models.backends.BACKEND_KINDS)."""
     guard_artifact: Path | None = None
     """Classifier artifact directory (default: the one shipped with the package)."""
     guard_threads: int = Field(2, ge=1)
