@@ -198,6 +198,12 @@ def _content_key(item: GuardInput, prefix: str) -> str:
     return h.hexdigest()
 
 
+def _save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(cache, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # atomic: a killed build never leaves a torn cache
+
+
 def encode_items(model, items: list[GuardInput], cfg: DistillConfig) -> torch.Tensor:
     """(N, D) trunk inputs from the frozen encoder, cached on disk by content hash; batches are
     sorted by length so that padding stays small."""
@@ -221,11 +227,13 @@ def encode_items(model, items: list[GuardInput], cfg: DistillConfig) -> torch.Te
                 model(**model.featurize([items[i] for i in batch]))
                 for i, row in zip(batch, captured[0]):
                     cache[keys[i]] = row.clone()
+                if (start // 32) % 50 == 49:  # checkpoint: an interrupted build resumes here
+                    _save_cache(cache, cache_path)
+                    print(f"train-guard: encoded {start + len(batch)}/{len(todo)}", file=sys.stderr)
     finally:
         hook.remove()
     if todo:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(cache, cache_path)
+        _save_cache(cache, cache_path)
     return torch.stack([cache[k] for k in keys]) if keys else torch.zeros(0)
 
 

@@ -354,7 +354,8 @@ PHOTO_PROMPTS = ("Describe this photo.", "What is in this picture?", "Write a ca
 def typographic_examples(sources: Sequence[GuardExample], n: int, seed: int) -> list[GuardExample]:
     """``n`` examples whose request is written in a rendered picture with a neutral carrier prompt;
     each keeps the prompt label of the source text it draws (harmful text → 1, benign text → 0)."""
-    labelled = [s for s in sources if s.label_prompt is not None and len(s.prompt) <= 400]
+    labelled = [s for s in sources
+                if s.label_prompt is not None and not s.images and len(s.prompt) <= 400]
     if not labelled:
         raise ValueError("typographic_examples needs prompt-labelled sources of ≤ 400 characters")
     rng = random.Random(seed)
@@ -374,7 +375,7 @@ def photo_examples(sources: Sequence[GuardExample], n: int, seed: int) -> list[G
     rng = random.Random(seed)
     out = [GuardExample(f"photo:{name}:{i}", prompt, (png,), label_prompt=0, group="photos")
            for name, png in photos.items() for i, prompt in enumerate(PHOTO_PROMPTS)]
-    labelled = [s for s in sources if s.label_prompt is not None]
+    labelled = [s for s in sources if s.label_prompt is not None and not s.images]
     for k, src in enumerate(rng.sample(labelled, min(n, len(labelled)))):
         name = rng.choice(sorted(photos))
         out.append(GuardExample(f"photo:{name}:{src.uid}", src.prompt, (photos[name],),
