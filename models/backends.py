@@ -202,6 +202,56 @@ def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, thre
         threads = int(os.environ["SPAGUARD_THREADS"])
     if kind == "torch":
         return TorchBackend(folder, threads=threads, max_batch_size=max_batch_size)
-    from models.onnx_backend import OnnxBackend
-
     return OnnxBackend(folder, threads=threads, max_batch_size=max_batch_size, int8=kind == "onnx-int8")
+
+
+class OnnxBackend(_BackendBase):
+    """The classifier in ONNX Runtime: CPU, or the CUDA provider where onnxruntime-gpu is installed.
+
+    The ONNX file is exported from the artifact on first use and cached (``models.export_onnx``);
+    tokenization and OCR run outside the graph in the shared ``Featurizer``. ``threads`` sets ORT's
+    intra-op threads (None: ORT's default, one per physical core).
+    """
+
+    name = "onnx"
+
+    def __init__(self, artifact: str | Path, *, threads: int | None = None, max_batch_size: int = 32,
+                 int8: bool = False, cache_dir: str | Path | None = None,
+                 providers: Sequence[str] | None = None) -> None:
+        import json
+
+        import onnxruntime as ort
+
+        from models.card import ArtifactMismatchError, check_card_matches
+        from models.classifier import Featurizer, read_artifact, runtime_card
+        from models.export_onnx import artifact_key, ensure_onnx, read_metadata
+
+        super().__init__(max_batch_size)
+        folder = Path(artifact)
+        config, card, self.calibration = read_artifact(folder)
+        check_card_matches(card, runtime_card(config))  # refuse before the (slow) first export
+        self.node_keys = list(config.node_keys)
+        self.featurizer = Featurizer(config)
+        self.path = ensure_onnx(folder, int8=int8, cache_dir=cache_dir)
+        meta = read_metadata(self.path)
+        if meta.get("spaguard.key") != artifact_key(folder, int8) or json.loads(meta.get("spaguard.card", "{}")) != card:
+            raise ArtifactMismatchError(f"{self.path} was not exported from {folder} (stale cache entry?)")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+        available = ort.get_available_providers()
+        wanted = list(providers) if providers else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(self.path), opts, providers=[p for p in wanted if p in available])
+        self.name = "onnx-int8" if int8 else "onnx"
+
+    def _prepare(self, batch: list[GuardInput]) -> tuple[dict[str, Any], list[str]]:
+        return self.featurizer(batch)
+
+    def _logits(self, features: dict[str, Any]) -> dict[str, Any]:
+        from models.export_onnx import OUTPUT_NAMES, ort_feed
+
+        out = self.session.run(list(OUTPUT_NAMES), ort_feed(self.session, features))
+        return dict(zip(OUTPUT_NAMES, out))

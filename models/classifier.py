@@ -181,13 +181,8 @@ class GuardClassifier(torch.nn.Module):
 
     # ---- artifacts ------------------------------------------------------------------------------
     def base_card(self) -> dict[str, Any]:
-        """The card fields a backend checks: node-key fingerprint and encoder weight hashes."""
-        card = {"taxonomy_version": self.config.taxonomy_version, "encoder": self.config.encoder,
-                "encoder_sha256": weights_sha256(self.config.encoder)}
-        if self.config.image_encoder:
-            card["image_encoder"] = self.config.image_encoder
-            card["image_encoder_sha256"] = weights_sha256(self.config.image_encoder)
-        return card
+        """The card fields a backend checks (see ``runtime_card``)."""
+        return runtime_card(self.config)
 
     def save(self, out_dir: str | Path, card: dict[str, Any],
              calibration: Calibration | dict[str, Any] | None = None) -> None:
@@ -208,12 +203,12 @@ class GuardClassifier(torch.nn.Module):
 
     @classmethod
     def load(cls, artifact_dir: str | Path, check_card: bool = True) -> GuardClassifier:
-        """Rebuild a classifier from an artifact directory (eval mode). See ``check_artifact``."""
+        """Rebuild a classifier from an artifact directory (eval mode); refuses a mismatched card."""
         folder = Path(artifact_dir)
         config, card, calibration = read_artifact(folder)
+        if check_card:  # before building: a mismatched artifact must not cost an encoder load
+            check_card_matches(card, runtime_card(config))
         model = cls(config)
-        if check_card:
-            check_card_matches(card, model.base_card())
         state = load_file(str(folder / "head.safetensors"))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected:
@@ -235,6 +230,16 @@ class GuardClassifier(torch.nn.Module):
                 continue
             out[key] = value.detach().contiguous()
         return out
+
+
+def runtime_card(config: ClassifierConfig) -> dict[str, Any]:
+    """Card fields a runtime checks: node-key fingerprint and the local encoders' weight hashes."""
+    card = {"taxonomy_version": config.taxonomy_version, "encoder": config.encoder,
+            "encoder_sha256": weights_sha256(config.encoder)}
+    if config.image_encoder:
+        card["image_encoder"] = config.image_encoder
+        card["image_encoder_sha256"] = weights_sha256(config.image_encoder)
+    return card
 
 
 def read_artifact(folder: str | Path) -> tuple[ClassifierConfig, dict[str, Any], Calibration]:

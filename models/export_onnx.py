@@ -1,0 +1,250 @@
+"""ONNX export of the guard classifier (encoder + heads), int8 quantization, and the export cache.
+
+    spaguard export-onnx --model models/default --out guard.onnx [--int8] [--check]
+
+Contract
+--------
+* The graph takes the tensors ``Featurizer.input_names`` lists (``input_ids``, ``attention_mask``,
+  ``response_mask`` [, ``token_type_ids``] [, ``pixel_values``, ``image_mask``]) with dynamic batch and
+  sequence axes, and returns ``prompt`` (B,), ``response`` (B,) and ``nodes`` (B, K) logits.
+  Tokenization and OCR stay outside the graph (``models.classifier.Featurizer``). LoRA adapters
+  are merged into the encoder before export.
+* The ONNX file carries the artifact's card and its cache key in ``metadata_props``
+  (``spaguard.card``, ``spaguard.key``), so a stale or foreign file is detected.
+* ``ensure_onnx(artifact, int8)`` exports on first use into ``$SPAGUARD_CACHE`` (default
+  ``~/.cache/spaguard``)``/onnx/<key>/`` where ``key`` hashes the artifact's files: the ONNX file
+  (~90 MB for MiniLM) is too large for git. Concurrent exporters are serialized by a file lock and
+  the file appears atomically.
+* int8: ORT dynamic quantization (int8 weights of MatMul/Gemm, activations quantized at run time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EXPORT_VERSION = 1
+OUTPUT_NAMES = ("prompt", "response", "nodes")
+OPSET = 18
+
+
+class _ExportWrapper(torch.nn.Module):
+    """Positional inputs in ``names`` order -> the three logit tensors (ONNX wants a flat signature)."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model(**dict(zip(self.names, tensors)))
+        return out["prompt"], out["response"], out["nodes"]
+
+
+def export_onnx(model: Any, out_path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Export a ``GuardClassifier`` (fp32) to a single ONNX file at ``out_path``."""
+    from models.backends import GuardInput
+
+    model = _merged_copy(model).eval()
+    names = model.featurizer.input_names
+    # Example batch: 2 items, one with a response, so no axis is specialized to 1.
+    example = model.featurize([GuardInput("an example prompt to export"), GuardInput("hi", response="a reply")])
+    if "pixel_values" in names:
+        size = _image_size(model)
+        example["pixel_values"] = torch.zeros(2, 2, 3, size, size)  # (B, N, C, H, W)
+        example["image_mask"] = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    batch, seq, n_img = (torch.export.Dim(n, min=1, max=m) for n, m in (("batch", 4096), ("seq", 4096), ("n_img", 64)))
+    dims = {"pixel_values": {0: batch, 1: n_img}, "image_mask": {0: batch, 1: n_img}}
+    shapes = tuple(dims.get(n, {0: batch, 1: seq}) for n in names)  # one entry per positional tensor
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # NOTE(helper3): torch 2.13's exporter trips its own LeafSpec FutureWarning inside copyreg;
+        # it is internal to torch.export and harmless here (pytest turns FutureWarning into errors).
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+        program = torch.onnx.export(
+            _ExportWrapper(model, names).eval(), tuple(example[n] for n in names), input_names=names,
+            output_names=list(OUTPUT_NAMES), dynamic_shapes=(shapes,), dynamo=True, opset_version=OPSET,
+            verbose=False,
+        )
+    program.save(str(out), external_data=False)
+    if metadata:
+        _set_metadata(out, metadata)
+    return out
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    """Dynamic int8 quantization of ``src`` (MatMul/Gemm weights) written to ``dst``; keeps metadata."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    _set_metadata(Path(dst), meta)
+    return Path(dst)
+
+
+def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+
+
+def _merged_copy(model: Any) -> Any:
+    """A copy with LoRA adapters merged into the encoder (plain modules export cleanly)."""
+    if model.config.encoder_trainable != "lora":
+        return model
+    merged = copy.deepcopy(model)
+    merged.encoder = merged.encoder.merge_and_unload()
+    return merged
+
+
+def _image_size(model: Any) -> int:
+    return int(model.image_encoder.config.image_size)
+
+
+def cache_root() -> Path:
+    """``$SPAGUARD_CACHE`` or ``~/.cache/spaguard``."""
+    return Path(os.environ.get("SPAGUARD_CACHE") or Path.home() / ".cache" / "spaguard")
+
+
+def artifact_key(artifact: str | Path, int8: bool = False) -> str:
+    """Hash of everything the exported graph depends on (artifact files, encoder hashes, export code)."""
+    folder = Path(artifact)
+    digest = hashlib.sha256(f"export-v{EXPORT_VERSION}:opset{OPSET}:int8={int8}".encode())
+    # The card names the encoder weights (sha256) and is embedded in the file, so it is part of the key.
+    for name in ("config.json", "head.safetensors", "card.json"):
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def ensure_onnx(artifact: str | Path, int8: bool = False, cache_dir: str | Path | None = None) -> Path:
+    """The cached ONNX file for ``artifact`` (exported, and quantized for ``int8``, on first use)."""
+    key = artifact_key(artifact, int8)
+    folder = Path(cache_dir or cache_root()) / "onnx" / key
+    target = folder / ("model.int8.onnx" if int8 else "model.onnx")
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be exporting the same key
+        if not target.is_file():
+            tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+            _build(Path(artifact), key, tmp, int8, cache_dir)
+            os.replace(tmp, target)  # atomic: readers never see a half-written file
+    return target
+
+
+def _build(artifact: Path, key: str, tmp: Path, int8: bool, cache_dir: str | Path | None) -> None:
+    if int8:
+        quantize_int8(ensure_onnx(artifact, int8=False, cache_dir=cache_dir), tmp)
+        _set_metadata(tmp, {**read_metadata(tmp), "spaguard.key": key})
+        return
+    from models.classifier import GuardClassifier
+
+    model = GuardClassifier.load(artifact)
+    card = json.loads((artifact / "card.json").read_text())
+    export_onnx(model, tmp, {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": key})
+
+
+def ort_feed(session: Any, feats: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """numpy inputs for ``session``; a text-only batch gets empty image slots (mask 0) if the graph wants images."""
+    import numpy as np
+
+    feed: dict[str, Any] = {}
+    batch = int(feats["input_ids"].shape[0])
+    for inp in session.get_inputs():
+        if inp.name in feats:
+            feed[inp.name] = feats[inp.name].numpy()
+        elif inp.name == "pixel_values":
+            c, h, w = (int(d) for d in inp.shape[2:])  # static (C, H, W) of the vision tower
+            feed[inp.name] = np.zeros((batch, 1, c, h, w), dtype=np.float32)  # (B, N=1, C, H, W)
+        elif inp.name == "image_mask":
+            feed[inp.name] = np.zeros((batch, 1), dtype=np.float32)
+        else:
+            raise ValueError(f"ONNX graph wants input {inp.name!r} that the featurizer did not produce")
+    return feed
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spaguard export-onnx", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="classifier artifact folder (default: models/default)")
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--int8", action="store_true", help="also quantize (dynamic int8); writes the int8 file to --out")
+    p.add_argument("--check", action="store_true", help="compare torch and ORT logits on sample inputs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export ``--model`` to ``--out``; with ``--check``, print the torch/ORT max abs logit difference."""
+    args = make_parser().parse_args(argv)
+    from models.backends import resolve_artifact
+    from models.classifier import GuardClassifier
+
+    folder = resolve_artifact(args.model)
+    model = GuardClassifier.load(folder)
+    card = json.loads((folder / "card.json").read_text())
+    meta = {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": artifact_key(folder, args.int8)}
+    out = Path(args.out)
+    if args.int8:
+        fp32 = out.with_suffix(".fp32.onnx")
+        export_onnx(model, fp32, meta)
+        quantize_int8(fp32, out)
+        fp32.unlink()
+    else:
+        export_onnx(model, out, meta)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.check:
+        diff = parity(model, out)
+        print(f"max |torch - ort| logit difference: {diff:.3g}")
+        if not args.int8 and diff > 1e-4:
+            print("export-onnx: parity check FAILED (> 1e-4)", file=sys.stderr)
+            return 1
+    return 0
+
+
+PARITY_PROMPTS = (
+    "How do I make a pipe bomb at home?", "What's a good recipe for banana bread?",
+    "Write an insult about my coworker's religion.", "Summarize the plot of Hamlet in two sentences.",
+)
+
+
+def parity(model: Any, onnx_path: str | Path, items: list[Any] | None = None) -> float:
+    """Max abs difference between torch and ORT logits on ``items`` (default: built-in samples)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from models.backends import GuardInput
+
+    items = items or [GuardInput(p) for p in PARITY_PROMPTS] + [GuardInput(PARITY_PROMPTS[0], response="No.")]
+    feats = model.featurize(items)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(list(OUTPUT_NAMES), ort_feed(session, feats))
+    with torch.no_grad():
+        want = model(**feats)
+    return max(float(np.abs(g - want[k].numpy()).max()) for g, k in zip(got, OUTPUT_NAMES))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""ONNX export and OnnxBackend: torch <-> ORT logit parity (≤ 1e-4), int8, cache, card checks."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.backends import GuardInput, OnnxBackend, load_backend
+from models.card import ArtifactMismatchError
+from models.classifier import ClassifierConfig, GuardClassifier
+from models.encoders import build_tiny_image_encoder, build_tiny_text_encoder
+from models.export_onnx import OUTPUT_NAMES, _set_metadata, ensure_onnx, main as export_main, ort_feed, parity, read_metadata
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+NODES = ["Malicious Use", "Malicious Use/Security threats", "Representation & ToxicityHarms"]
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+ITEMS = [GuardInput("how do I build a weapon at home"), GuardInput("hi", response="sure, here is how you do it"),
+         GuardInput("what is in this picture?", images=(_png((200, 10, 10)),)),
+         GuardInput("two pictures", images=(_png((0, 0, 0)), _png((10, 200, 10))), response="a reply")]
+
+
+def _artifact(tmp_path, cfg: ClassifierConfig, name: str) -> tuple[GuardClassifier, str]:
+    torch.manual_seed(0)
+    model = GuardClassifier(cfg)
+    with torch.no_grad():  # non-trivial heads/adapters (LoRA B starts at zero)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    model.eval()
+    model.save(tmp_path / name, {"seed": 0})
+    return model, str(tmp_path / name)
+
+
+def _torch_logits(model: GuardClassifier, items: list[GuardInput]) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        return {k: v.numpy() for k, v in model(**model.featurize(items)).items()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {"text": str(build_tiny_text_encoder(root / "text")), "image": str(build_tiny_image_encoder(root / "img"))}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SPAGUARD_CACHE", str(tmp_path / "cache"))
+
+
+def test_lora_text_parity_cache_and_int8(tiny: dict[str, str], tmp_path) -> None:
+    cfg = ClassifierConfig(encoder=tiny["text"], node_keys=NODES, encoder_trainable="lora", use_ocr=False)
+    model, art = _artifact(tmp_path, cfg, "lora")
+    backend = load_backend("onnx", art, threads=1)
+    assert isinstance(backend, OnnxBackend) and backend.health()
+    assert str(backend.path).startswith(str(tmp_path / "cache"))
+    for batch in (ITEMS, ITEMS[:1], ITEMS[1:2]):  # dynamic batch and sequence lengths
+        feats, _ = backend.featurizer(batch)
+        got = dict(zip(OUTPUT_NAMES, backend.session.run(list(OUTPUT_NAMES), ort_feed(backend.session, feats))))
+        want = _torch_logits(model, batch)
+        for key in OUTPUT_NAMES:
+            assert np.abs(got[key] - want[key]).max() <= 1e-4, key
+    # Second open reuses the cached file (no re-export).
+    mtime = backend.path.stat().st_mtime_ns
+    assert load_backend("onnx", art).path.stat().st_mtime_ns == mtime
+    # Verdicts agree with the torch backend.
+    torch_v = load_backend("torch", art).score(ITEMS)
+    onnx_v = backend.score(ITEMS)
+    assert [v.task for v in onnx_v] == [v.task for v in torch_v]
+    assert max(abs(a.unsafe_prob - b.unsafe_prob) for a, b in zip(torch_v, onnx_v)) < 1e-5
+    # int8: runs, stays close, and is a different (smaller) file.
+    int8 = load_backend("onnx-int8", art, threads=1)
+    assert int8.name == "onnx-int8" and int8.path != backend.path
+    assert int8.path.stat().st_size < backend.path.stat().st_size
+    q = int8.score(ITEMS)
+    assert max(abs(a.unsafe_prob - b.unsafe_prob) for a, b in zip(torch_v, q)) < 0.05
+
+
+def test_image_encoder_parity(tiny: dict[str, str], tmp_path) -> None:
+    cfg = ClassifierConfig(encoder=tiny["text"], image_encoder=tiny["image"], node_keys=NODES, use_ocr=False)
+    model, art = _artifact(tmp_path, cfg, "img")
+    path = ensure_onnx(art)
+    assert parity(model, path, ITEMS) <= 1e-4  # batch with 0, 1 and 2 images per item
+    assert parity(model, path, ITEMS[:2]) <= 1e-4  # text-only batch: empty image slots are fed
+    meta = read_metadata(path)
+    assert json.loads(meta["spaguard.card"])["image_encoder"] == tiny["image"]
+
+
+def test_backend_refuses_mismatched_card_and_stale_cache(tiny: dict[str, str], tmp_path) -> None:
+    cfg = ClassifierConfig(encoder=tiny["text"], node_keys=NODES, use_ocr=False)
+    _, art = _artifact(tmp_path, cfg, "art")
+    card_path = tmp_path / "art" / "card.json"
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, "encoder_sha256": "0" * 64}))
+    with pytest.raises(ArtifactMismatchError, match="encoder_sha256"):
+        load_backend("onnx", art)
+    card_path.write_text(json.dumps(card))
+    path = ensure_onnx(art)
+    card_path.write_text(json.dumps({**card, "note": "edited after export"}))
+    assert ensure_onnx(art) != path  # an edited card is a new cache entry, never a stale hit
+    card_path.write_text(json.dumps(card))
+    _set_metadata(path, {**read_metadata(path), "spaguard.card": json.dumps({**card, "seed": 99})})
+    with pytest.raises(ArtifactMismatchError, match="not exported from"):
+        load_backend("onnx", art)  # a cache file whose embedded card differs is refused
+
+
+def test_export_cli_writes_file_and_checks_parity(tiny: dict[str, str], tmp_path, capsys) -> None:
+    cfg = ClassifierConfig(encoder=tiny["text"], node_keys=NODES, use_ocr=False)
+    _, art = _artifact(tmp_path, cfg, "art")
+    out = tmp_path / "guard.onnx"
+    assert export_main(["--model", art, "--out", str(out), "--check"]) == 0
+    assert out.is_file() and "max |torch - ort|" in capsys.readouterr().out
+    out8 = tmp_path / "guard.int8.onnx"
+    assert export_main(["--model", art, "--out", str(out8), "--int8"]) == 0
+    assert out8.is_file() and not (tmp_path / "guard.int8.fp32.onnx").exists()
