@@ -8,6 +8,7 @@ field path and the rule that failed, not the value.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -143,14 +144,29 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     return "invalid request: " + "; ".join(parts) + more, param
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+def record_failure(request: Request, exc: APIError) -> None:
+    """One structured log line per failed request; server-side failures are also counted
+    (the guard counts its own failures, labelled by kind, where they happen)."""
+    request_id = getattr(request.state, "request_id", None)
+    record = {"event": "request_failed", "request_id": request_id, "status": exc.status,
+              "code": exc.code, "path": request.url.path}
+    log.warning(json.dumps(record, sort_keys=True))
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and exc.status >= 500 and not (exc.code or "").startswith("guard_"):
+        metrics.failures.labels(exc.code or "internal_error").inc()
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
+    record_failure(request, exc)
     return error_json(exc)
 
 
-async def _engine_error(_: Request, exc: Exception) -> JSONResponse:
+async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EngineError)
-    return error_json(from_engine_error(exc))
+    err = from_engine_error(exc)
+    record_failure(request, err)
+    return error_json(err)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -172,9 +188,11 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_json(err)
 
 
-async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return error_json(APIError("internal server error"))
+    err = APIError("internal server error")
+    record_failure(request, err)
+    return error_json(err)
 
 
 def register_error_handlers(app: FastAPI) -> None:

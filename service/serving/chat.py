@@ -115,6 +115,8 @@ class ServingChat:
             raise NotFound("model not found; see GET /v1/models", param="model",
                            code="model_not_found")
         ctx = _Ctx(req, f"chatcmpl-{uuid.uuid4().hex}", self.model_name)
+        if raw is not None:
+            raw.state.request_id = ctx.request_id  # for the failure log in service.errors
         messages = await to_engine_messages(req.messages, self.fetcher)
         prompt = prompt_input(messages)
         decision = await self.guard.check_input(ctx.request_id, prompt)

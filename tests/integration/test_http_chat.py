@@ -7,6 +7,7 @@ asserted, not only bodies.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -215,11 +216,16 @@ async def test_api_keys_401() -> None:
         assert (await c.get("/health")).status_code == 200  # probes need no key
 
 
-async def test_engine_error_502_and_guard_fail_closed_503() -> None:
+async def test_engine_error_502_and_guard_fail_closed_503(caplog) -> None:
     backend = FakeBackend()
     async with serve(backend=backend) as c:
-        err = _error(await c.post("/v1/chat/completions", json=_chat("boom")), 502)
+        with caplog.at_level(logging.WARNING, "spaguard.errors"):
+            err = _error(await c.post("/v1/chat/completions", json=_chat("boom")), 502)
         assert err["code"] == "engine_error"
+        (line,) = [json.loads(r.message) for r in caplog.records if "request_failed" in r.message]
+        assert line["status"] == 502 and line["request_id"].startswith("chatcmpl-")
+        metrics = (await c.get("/metrics")).text
+        assert 'guard_request_failure_total{err="engine_error"} 1.0' in metrics
         backend.fail = True
         err = _error(await c.post("/v1/chat/completions", json=_chat("hi")), 503)
         assert err["code"] == "guard_unavailable"

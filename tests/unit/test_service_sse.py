@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 from collections.abc import AsyncIterator
 
 import pytest
@@ -160,6 +161,7 @@ class _DisconnectingRequest:
 
     def __init__(self, after_s: float) -> None:
         self.after_s = after_s
+        self.state = SimpleNamespace()
 
     async def receive(self) -> dict:
         await asyncio.sleep(self.after_s)
