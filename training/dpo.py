@@ -69,6 +69,32 @@ class JsonlLogCallback(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
+class ReloadCheckpointWeightsCallback(TrainerCallback):
+    """Reload a full-model checkpoint's weights with ``from_pretrained``'s key conversion.
+
+    NOTE(helper5): workaround for transformers#43701 (open in 5.17): VLM checkpoints are saved in
+    the original key layout (``language_model.model.*``) but ``Trainer`` resumes with a plain
+    ``load_state_dict``, so every key misses and training silently restarts from the base weights
+    (a resumed DPO run logs loss log(2) again). DeepSpeed/FSDP resume through their own formats and
+    adapter-only (LoRA) checkpoints load fine, so only full ``model*.safetensors`` checkpoints are
+    reloaded, at ``on_train_begin`` (after ``Trainer`` restored optimizer, scheduler and RNG)."""
+
+    def __init__(self, checkpoint: str | None) -> None:
+        self.checkpoint = checkpoint
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001 - Trainer signature
+        ckpt = Path(self.checkpoint) if self.checkpoint else None
+        if ckpt is None or model is None or args.deepspeed or args.fsdp:
+            return
+        if not any(ckpt.glob("model*.safetensors")):  # adapter-only checkpoint
+            return
+        from transformers import AutoModelForImageTextToText
+
+        dtype = next(model.parameters()).dtype
+        loaded = AutoModelForImageTextToText.from_pretrained(ckpt, dtype=dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)  # strict: a mismatch must fail loudly
+
+
 def make_parser():
     """The ``TrlParser`` of this job (also used by the recipe-parsing test)."""
     from trl import DPOConfig, ModelConfig, TrlParser
@@ -89,6 +115,12 @@ def load_model_and_processor(model_args: Any, freeze_vision_tower: bool):
         attn_implementation=model_args.attn_implementation,
     )  # fmt: skip
     processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    if not hasattr(processor, "image_processor"):
+        # NOTE(helper5): without torchvision, AutoProcessor falls back to the bare tokenizer for
+        # Qwen2-VL; models.vlm knows how to rebuild the image-only processor (ask: make it public).
+        from models.vlm import _load_processor
+
+        processor = _load_processor(model_args.model_name_or_path, model.config.model_type)
     if freeze_vision_tower:
         freeze_vision(model)
     return model, processor
@@ -98,15 +130,18 @@ def freeze_vision(model: Any) -> int:
     """Set ``requires_grad=False`` on the vision encoder; returns how many tensors were frozen.
 
     NOTE(helper5): transformers 5 names it ``model.vision_tower`` (LLaVA) or ``model.visual``
-    (Qwen2-VL); a model with neither raises so a silent full fine-tune cannot happen."""
+    (Qwen2-VL); a model with neither raises so a silent full fine-tune cannot happen. The
+    projector stays trainable."""
     inner = getattr(model, "model", model)
     tower = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
     if tower is None:
         raise ValueError(f"{type(model).__name__}: no vision_tower/visual module to freeze; set freeze_vision_tower: false")
     n = 0
-    for p in tower.parameters():
-        p.requires_grad_(False)
-        n += 1
+    for name, p in tower.named_parameters():
+        # Qwen2-VL's patch merger is its vision→text projector (LLaVA's multi_modal_projector): trains.
+        if not name.startswith("merger."):
+            p.requires_grad_(False)
+            n += 1
     return n
 
 
@@ -179,12 +214,13 @@ def train(data_args: SpaVLDataArgs, job: DPOJobArgs, training_args: Any, model_a
     out = Path(training_args.output_dir)
     model, processor = load_model_and_processor(model_args, job.freeze_vision_tower)
     train_ds, eval_ds, report = prepare_data(data_args, job, training_args.max_length, processor)
+    checkpoint = resume_arg(training_args)
     trainer = DPOTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         processing_class=processor, peft_config=peft_config_for(model_args, job),
-        callbacks=[JsonlLogCallback(out / "metrics.jsonl")],
+        callbacks=[JsonlLogCallback(out / "metrics.jsonl"), ReloadCheckpointWeightsCallback(checkpoint)],
     )  # fmt: skip
-    trainer.train(resume_from_checkpoint=resume_arg(training_args))
+    trainer.train(resume_from_checkpoint=checkpoint)
     save_final(trainer, processor, out, job.merge_lora)
     plain = write_report(out / "data_report.json", report)
     return {"log_history": trainer.state.log_history, "data_report": plain, "output_dir": str(out)}

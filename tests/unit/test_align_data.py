@@ -1,0 +1,107 @@
+"""SPA-VL loaders: parquet / JSON list → TRL vision-preference rows, bad records counted, labels
+recovered from image paths, and the max_length checks that protect image tokens."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from training.data import fixtures, spa_vl
+from training.data.length import check_max_length, filter_by_length, pair_lengths
+from training.data.source import SpaVLDataArgs, load_preference_splits
+
+
+@pytest.fixture(scope="module")
+def tiny_processor():
+    from models.vlm import build_tiny_vlm
+
+    return build_tiny_vlm("llava", 0)[1]
+
+
+def test_parse_image_name_recovers_three_levels_and_pads_short_paths():
+    assert spa_vl.parse_image_name("Malicious Use/Illegal activities/drug-related crimes/12.jpg") == (
+        "Malicious Use", "Illegal activities", "drug-related crimes")
+    assert spa_vl.parse_image_name("a/b.jpg") == ("a", "unknown", "unknown")
+
+
+def test_parquet_with_bad_records_counts_each_reason_and_keeps_the_rest(tmp_path):
+    path = fixtures.write_parquet(tmp_path / "t.parquet", n=6, bad=3)
+    stats = spa_vl.ConversionStats()
+    ds = spa_vl.convert(spa_vl.parquet_rows(str(path)), stats=stats)
+    assert len(ds) == 6
+    assert stats.as_dict() == {"seen": 9, "kept": 6,
+                               "skipped": {"bad_image": 1, "empty_question": 1, "missing_image": 1}}
+    row = ds[0]
+    assert set(spa_vl.PREFERENCE_COLUMNS) <= set(ds.column_names)
+    assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
+    assert row["images"][0].size == (32, 32)
+    assert row["class1"] == fixtures.CLASSES[0][0]
+
+
+def test_json_list_layout_matches_parquet_layout(tmp_path):
+    json_path, root = fixtures.write_json_list(tmp_path, n=5, bad=3)
+    stats = spa_vl.ConversionStats()
+    ds = spa_vl.convert(spa_vl.json_list_rows(json_path, root), stats=stats)
+    assert (len(ds), stats.kept, sum(stats.skipped.values())) == (5, 5, 3)
+    assert ds[1]["class3"] == fixtures.CLASSES[1][2]
+    assert ds[2]["id"] == "2"
+
+
+def test_json_list_rejects_a_non_list(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"id": 1}')
+    with pytest.raises(ValueError, match="JSON list"):
+        spa_vl.json_list_rows(bad, tmp_path)
+
+
+def test_same_or_empty_responses_are_skipped_not_fatal():
+    rows = fixtures.make_rows(2)
+    rows[0]["rejected"] = rows[0]["chosen"]
+    rows[1]["chosen"] = ""
+    stats = spa_vl.ConversionStats()
+    with pytest.raises(ValueError, match="no usable"):
+        spa_vl.convert(rows, stats=stats)
+    assert stats.skipped == Counter({"same_responses": 1, "empty_chosen": 1})
+
+
+def test_test_split_converts_to_prompts_with_classes(tmp_path):
+    path = fixtures.write_test_parquet(tmp_path / "harm.parquet", n=4)
+    ds = spa_vl.convert(spa_vl.parquet_rows(str(path)), prompt_only=True)
+    assert len(ds) == 4 and "chosen" not in ds.column_names
+    assert ds[0]["question"] and ds[0]["class2"] == fixtures.CLASSES[0][1]
+
+
+def test_data_args_validate_source_and_hub_split():
+    with pytest.raises(ValueError, match="data_files"):
+        SpaVLDataArgs(dataset_source="parquet")
+    with pytest.raises(ValueError, match="no split"):
+        SpaVLDataArgs(dataset_source="hub", dataset_config="test", dataset_train_split="train")
+    with pytest.raises(ValueError, match="streaming"):
+        SpaVLDataArgs(dataset_source="parquet", data_files=["x"], streaming=True)
+
+
+def test_load_preference_splits_parquet_with_eval_and_limit(tmp_path):
+    train = fixtures.write_parquet(tmp_path / "train.parquet", n=10, bad=2)
+    val = fixtures.write_parquet(tmp_path / "val.parquet", n=4, seed=3)
+    args = SpaVLDataArgs(dataset_source="parquet", data_files=[str(train)], eval_data_files=[str(val)],
+                         max_train_samples=6)
+    tr, ev, report = load_preference_splits(args)
+    assert (len(tr), len(ev)) == (6, 4)
+    assert report["eval"].kept == 4
+
+
+def test_lengths_count_image_tokens_and_filter_protects_them(tiny_processor, tmp_path):
+    ds = spa_vl.convert(spa_vl.parquet_rows(str(fixtures.write_parquet(tmp_path / "t.parquet", n=4))))
+    lengths = [pair_lengths(row, tiny_processor) for row in ds]
+    assert all(n["image"] == 16 and n["prompt"] > n["image"] for n in lengths)
+    longest_prompt = max(n["prompt"] for n in lengths)
+    counts: Counter = Counter()
+    kept = filter_by_length(ds, tiny_processor, longest_prompt + 5, counts)
+    assert len(kept) == 4 and counts["response_truncated"] == 4  # responses are > 5 tokens
+    counts = Counter()
+    shortest_prompt = min(n["prompt"] for n in lengths)
+    assert len(filter_by_length(ds, tiny_processor, shortest_prompt - 1, counts)) == 0
+    assert counts["prompt_too_long"] == 4
+    with pytest.raises(ValueError, match="image tokens would be cut"):
+        check_max_length(8, ds[0], tiny_processor)
