@@ -107,7 +107,7 @@ class Guard:
 
     def stream(
         self, request_id: str, prompt: GuardInput, prompt_decision: GuardDecision
-    ) -> "StreamGuard":
+    ) -> StreamGuard:
         return StreamGuard(self, request_id, prompt, prompt_decision)
 
     async def _check(self, request_id: str, item: GuardInput) -> GuardDecision:

@@ -53,7 +53,7 @@ class ChatMessageParam(_Open):
     name: str | None = None
 
     @model_validator(mode="after")
-    def _content_rules(self) -> "ChatMessageParam":
+    def _content_rules(self) -> ChatMessageParam:
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
         if isinstance(self.content, list):
@@ -91,7 +91,7 @@ class ChatCompletionRequest(_Open):
     user: str | None = None
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "ChatCompletionRequest":
+    def _cross_checks(self) -> ChatCompletionRequest:
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         if isinstance(self.stop, list) and len(self.stop) > 4:

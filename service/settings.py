@@ -116,7 +116,7 @@ class ServeSettings(BaseModel):
     """Longest generation per request (then 504, or an error chunk when streaming)."""
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "ServeSettings":
+    def _cross_checks(self) -> ServeSettings:
         if self.engine == "openai" and not self.upstream_url:
             raise ValueError("--engine openai needs --upstream-url (e.g. http://127.0.0.1:8001/v1)")
         if self.engine == "fake" and not self.model:

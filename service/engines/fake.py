@@ -61,7 +61,7 @@ class FakeEngineClient:
     _active: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_config(cls, config: EngineConfig) -> "FakeEngineClient":
+    def from_config(cls, config: EngineConfig) -> FakeEngineClient:
         """Build from ``config.model``, the path of a script JSON file (None: echo engine)."""
         if config.model is None:
             engine = cls()
@@ -72,7 +72,7 @@ class FakeEngineClient:
         return engine
 
     @classmethod
-    def from_script(cls, script: dict[str, Any]) -> "FakeEngineClient":
+    def from_script(cls, script: dict[str, Any]) -> FakeEngineClient:
         unknown = set(script) - {"model_name", "chunk_delay_s", "responses", "default"}
         if unknown:
             raise ValueError(f"unknown keys in fake engine script: {sorted(unknown)}")
@@ -85,7 +85,7 @@ class FakeEngineClient:
             chunk_delay_s=float(script.get("chunk_delay_s", 0.0)),
         )
 
-    async def __aenter__(self) -> "FakeEngineClient":
+    async def __aenter__(self) -> FakeEngineClient:
         self.opened = True
         return self
 
