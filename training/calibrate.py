@@ -11,6 +11,9 @@ Contract
   ``{"temperature": {"prompt": T, "response": T}, "threshold": {"prompt": t, "response": t},
   "node_temperature": T, "node_thresholds": {node_key: t}}``.
   ``Verdict.unsafe_prob = sigmoid(logit / T[task])``; flagged when ``unsafe_prob >= threshold``.
+* ``train_and_calibrate(model, data, train_idx, held_idx, cfg)``: the shipped head recipe (fit
+  on ``train_idx`` with ``training.distill.fit_heads``, calibrate on ``held_idx``); the final
+  build and every cross-validation fold run exactly this.
 """
 
 from __future__ import annotations
@@ -143,3 +146,37 @@ def stratified_split(strata: Sequence[tuple], fraction: float, seed: int) -> tup
         held += idx[:k].tolist()
         train += idx[k:].tolist()
     return np.array(sorted(train), dtype=int), np.array(sorted(held), dtype=int)
+
+
+# ----------------------------------------------------------------------------- head recipe
+
+
+def split_items(data, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (task, label, dataset) split of the items ``idx`` into (train, held-out)."""
+    tr, ho = stratified_split([(int(data.task[i]), data.label_key(i), data.groups[i]) for i in idx],
+                              fraction, seed)
+    return idx[tr], idx[ho]
+
+
+def train_and_calibrate(model, data, train_idx: np.ndarray, held_idx: np.ndarray,
+                        cfg) -> tuple[dict, list[float]]:
+    """Fit the heads on ``train_idx``; calibrate on ``held_idx``. Returns (calibration, losses)."""
+    from training.distill import fit_heads, predict_heads
+
+    losses = fit_heads(model, data, train_idx, cfg)
+    out = predict_heads(model, data, held_idx)
+    tasks = {}
+    for t, task in enumerate(("prompt", "response")):
+        sel = data.task[held_idx] == t
+        tgt = data.target[held_idx][sel]
+        if sel.any():  # a head without held-out items keeps T = 1, threshold 0.5 (card says so)
+            tasks[task] = HeldOut(out["task"][sel], tgt, tgt < 0.5)
+    benign = (data.target[held_idx] < 0.5) & (data.task[held_idx] == 0)
+    cal = calibrate(tasks, target_fpr=cfg.target_fpr, node_keys=model.config.node_keys,
+                    node_logits=out["nodes"], node_targets=data.node_y[held_idx],
+                    node_mask=data.node_m[held_idx], node_benign=benign,
+                    node_target_fpr=cfg.node_target_fpr)
+    for task in ("prompt", "response"):
+        cal.temperature.setdefault(task, 1.0)
+        cal.threshold.setdefault(task, 0.5)
+    return cal.to_json(), losses

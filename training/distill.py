@@ -21,7 +21,6 @@ from __future__ import annotations
 import glob
 import json
 import random
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from training.guard_data import (GuardExample, PreferencePair, default_shared_di
                                  photo_examples, read_guard_jsonl, read_preference_pairs,
                                  typographic_examples)
 from models.backends import GuardInput
+from models.card import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,7 +171,6 @@ class HeadData:
     weight: np.ndarray
     groups: list[str]
     cv_groups: list[str]
-    categories: list[str | None]
     pair_x: torch.Tensor  # (P, 2, D)
 
     @property
@@ -279,7 +278,6 @@ def build_head_data(model, examples: list[GuardExample], pairs: list[PreferenceP
         node_y=np.array([r[3] for r in rows], dtype=np.float32),
         node_m=np.array([r[4] for r in rows], dtype=np.float32),
         weight=weight / weight.mean(), groups=groups, cv_groups=[r[5].cv_group for r in rows],
-        categories=[r[5].category for r in rows],
         pair_x=x[len(items):].reshape(len(pairs), 2, x.shape[-1]))  # (P, 2, D)
 
 
@@ -345,47 +343,6 @@ def predict_heads(model, data: HeadData, idx: np.ndarray) -> dict[str, np.ndarra
     return {"task": own.astype(np.float64), "nodes": logits[:, 2:].numpy().astype(np.float64)}
 
 
-def split_items(data: HeadData, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (task, label, dataset) split of the items ``idx`` into (train, held-out)."""
-    from training.calibrate import stratified_split
-
-    tr, ho = stratified_split([(int(data.task[i]), data.label_key(i), data.groups[i]) for i in idx],
-                              fraction, seed)
-    return idx[tr], idx[ho]
-
-
-def train_and_calibrate(model, data: HeadData, train_idx: np.ndarray, held_idx: np.ndarray,
-                        cfg: DistillConfig) -> tuple[dict, list[float]]:
-    """Fit the heads on ``train_idx``; calibrate on ``held_idx``. Returns (calibration, losses)."""
-    from training.calibrate import HeldOut, calibrate
-
-    losses = fit_heads(model, data, train_idx, cfg)
-    out = predict_heads(model, data, held_idx)
-    tasks = {}
-    for t, task in enumerate(("prompt", "response")):
-        sel = data.task[held_idx] == t
-        tgt = data.target[held_idx][sel]
-        if sel.any():  # a head without held-out items keeps T = 1, threshold 0.5 (card says so)
-            tasks[task] = HeldOut(out["task"][sel], tgt, tgt < 0.5)
-    benign = (data.target[held_idx] < 0.5) & (data.task[held_idx] == 0)
-    cal = calibrate(tasks, target_fpr=cfg.target_fpr, node_keys=model.config.node_keys,
-                    node_logits=out["nodes"], node_targets=data.node_y[held_idx],
-                    node_mask=data.node_m[held_idx], node_benign=benign,
-                    node_target_fpr=cfg.node_target_fpr)
-    for task in ("prompt", "response"):
-        cal.temperature.setdefault(task, 1.0)
-        cal.threshold.setdefault(task, 0.5)
-    return cal.to_json(), losses
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     """The whole job; returns the card written next to the weights."""
     torch.set_num_threads(cfg.threads)
@@ -400,6 +357,8 @@ def run(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     model = build_model(cfg)
     data = build_head_data(model, examples, pairs, cfg)
     t_feat = time.perf_counter() - t0
+    from training.calibrate import split_items, train_and_calibrate
+
     card_metrics: dict[str, Any] = {}
     if cfg.cv_folds or cfg.cv_leave_one_dataset_out:
         from training.evaluate import cross_validate
@@ -409,7 +368,7 @@ def run(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     calibration, losses = train_and_calibrate(model, data, train_idx, held_idx, cfg)
     card = {
         "data": counts, "n_items": int(data.n), "n_pairs": len(data.pair_x),
-        "git_commit": _git_commit(), "seed": cfg.seed, "config": asdict(cfg),
+        "git_commit": git_commit(REPO_ROOT) or "unknown", "seed": cfg.seed, "config": asdict(cfg),
         "command": "spaguard train-guard " + " ".join(argv if argv is not None else sys.argv[1:]),
         "metrics": card_metrics, "train_loss": {"first": losses[0], "last": losses[-1]},
         "calibration": {"target_fpr": cfg.target_fpr, "node_target_fpr": cfg.node_target_fpr,
