@@ -46,7 +46,7 @@ class OcrConfig:
     text_score: float = 0.5
     """Recognised lines scoring below this are dropped."""
     blank_std: float = 2.0
-    """Grey-level std below which an image is treated as blank (no text) without running OCR."""
+    """Per-channel pixel std below which an image is treated as blank (no text) without running OCR."""
     threads: int | None = None
     """Intra-op threads of each ORT session (None: ORT's default, all cores)."""
     cache_size: int = 1024
@@ -87,7 +87,7 @@ class OcrReader:
 
     def _run(self, bgr: np.ndarray) -> str:
         # Fast path: a near-uniform image has no strokes, so no text to find.
-        if float(bgr.std()) < self.config.blank_std:
+        if float(bgr.reshape(-1, 3).std(axis=0).max()) < self.config.blank_std:  # per-channel std
             return ""
         with self._engine_lock:
             engine = self._get_engine()
