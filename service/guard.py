@@ -34,6 +34,13 @@ from service.protocol import SafetyVerdict, TaskVerdict
 Action = Literal["allow", "block", "annotate", "shadow", "fail_open"]
 log = logging.getLogger("spaguard.guard")
 
+# The classifier truncates long inputs (MiniLM: 256 tokens, about 1000 characters of English), so
+# long texts are scored as overlapping windows of these sizes.
+PROMPT_SEGMENT_CHARS = 1000
+RESPONSE_SEGMENT_CHARS = 600
+RESPONSE_CONTEXT_CHARS = 400
+SEGMENT_OVERLAP_CHARS = 150
+
 REFUSAL_MESSAGE = "I can't help with that request because it was flagged by the safety guard."
 
 
@@ -90,45 +97,67 @@ class Guard:
         self.metrics = metrics
 
     async def check_input(self, request_id: str, prompt: GuardInput) -> GuardDecision:
-        """Score the prompt; raises only under ``fail_policy=closed``."""
-        return await self._check(request_id, prompt)
+        """Score the prompt; raises only under ``fail_policy=closed``.
+
+        A prompt longer than ``PROMPT_SEGMENT_CHARS`` is scored as overlapping windows (the
+        classifier truncates its input; harmful text at the end must not fall off). The first
+        window carries the images; the most unsafe window decides.
+        """
+        windows = text_windows(prompt.text, PROMPT_SEGMENT_CHARS)
+        items = [GuardInput(w, prompt.images if i == 0 else ()) for i, w in enumerate(windows)]
+        return await self._check(request_id, "prompt", items)
 
     async def check_output(
-        self, request_id: str, prompt: GuardInput, prompt_decision: GuardDecision, response: str
+        self,
+        request_id: str,
+        prompt: GuardInput,
+        prompt_decision: GuardDecision,
+        response: str,
+        start: int = 0,
     ) -> GuardDecision:
-        """Score ``response`` given its prompt.
+        """Score ``response[start:]`` (with up to ``SEGMENT_OVERLAP_CHARS`` before it as context)
+        given its prompt, as windows of ``RESPONSE_SEGMENT_CHARS``.
 
         NOTE(h1): the prompt images are not re-sent; their OCR text from the prompt verdict is
-        appended instead, so a stream scored every few tokens does not re-run OCR each time.
+        used instead, so a stream scored every few tokens does not re-run OCR each time. Only the
+        prompt's tail (``RESPONSE_CONTEXT_CHARS``) goes along, so the response keeps most of
+        the classifier's token budget.
         """
         ocr = prompt_decision.verdict.ocr_text if prompt_decision.verdict else ""
-        text = f"{prompt.text}\n{ocr}" if ocr else prompt.text
-        return await self._check(request_id, GuardInput(text=text, response=response))
+        context = (f"{prompt.text}\n{ocr}" if ocr else prompt.text)[-RESPONSE_CONTEXT_CHARS:]
+        windows = text_windows(response, RESPONSE_SEGMENT_CHARS, start)
+        items = [GuardInput(text=context, response=w) for w in windows]
+        return await self._check(request_id, "response", items)
 
     def stream(
         self, request_id: str, prompt: GuardInput, prompt_decision: GuardDecision
     ) -> StreamGuard:
         return StreamGuard(self, request_id, prompt, prompt_decision)
 
-    async def _check(self, request_id: str, item: GuardInput) -> GuardDecision:
+    async def _check(self, request_id: str, task: str, items: list[GuardInput]) -> GuardDecision:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self.policy.timeout_s):
-                verdict, timing = await self.batcher.submit(item)
+                results = await asyncio.gather(*(self.batcher.submit(i) for i in items))
         except Exception as exc:  # noqa: BLE001 - the fail policy decides, see _failed
-            return self._failed(request_id, item.task, exc)
-        total = time.perf_counter() - start
+            return self._failed(request_id, task, exc)
+        verdict = _most_unsafe([v for v, _ in results])
+        timing = BatchTiming(
+            queue_s=max(t.queue_s for _, t in results),
+            inference_s=max(t.inference_s for _, t in results),
+            batch_size=max(t.batch_size for _, t in results),
+        )
         self.metrics.request_duration.labels("queue").observe(timing.queue_s)
         self.metrics.request_duration.labels("inference").observe(timing.inference_s)
-        self.metrics.request_duration.labels("total").observe(total)
-        if verdict.task != item.task:
-            log.warning("backend answered task %r for a %r item", verdict.task, item.task)
+        self.metrics.request_duration.labels("total").observe(time.perf_counter() - start)
+        if verdict.task != task:
+            log.warning("backend answered task %r for a %r item", verdict.task, task)
         action: Action = "allow"
         if verdict.flagged:
             action = {"block": "block", "annotate": "annotate", "shadow": "shadow"}[
                 self.policy.mode
             ]
-        decision = GuardDecision(item.task, action, verdict, timing)
+        decision = GuardDecision(task, action, verdict, timing)
         self._record(request_id, decision)
         return decision
 
@@ -190,6 +219,33 @@ class Guard:
         return headers
 
 
+def text_windows(text: str, size: int, start: int = 0) -> list[str]:
+    """Overlapping windows of ``size`` chars covering ``text[start:]``; the first starts up to
+    ``SEGMENT_OVERLAP_CHARS`` before ``start`` and the last ends at the end of ``text``."""
+    begin = max(0, start - SEGMENT_OVERLAP_CHARS)
+    if len(text) - begin <= size:
+        return [text[max(0, len(text) - size):]]
+    step = size - SEGMENT_OVERLAP_CHARS
+    windows = [text[pos:pos + size] for pos in range(begin, len(text) - size, step)]
+    return windows + [text[len(text) - size:]]
+
+
+def _most_unsafe(verdicts: list[Verdict]) -> Verdict:
+    """Combine window verdicts: the highest probability decides; categories and scores take the
+    maximum per node; OCR text comes from the window that carried the images (the first)."""
+    top = max(verdicts, key=lambda v: v.unsafe_prob)
+    if len(verdicts) == 1:
+        return top
+    categories: dict[str, float] = {}
+    scores: dict[str, float] = {}
+    for v in verdicts:
+        for merged, part in ((categories, v.categories), (scores, v.scores)):
+            for key, p in part.items():
+                merged[key] = max(p, merged.get(key, 0.0))
+    return Verdict(task=top.task, unsafe_prob=top.unsafe_prob, flagged=any(v.flagged for v in verdicts),
+                   categories=categories, scores=scores, ocr_text=verdicts[0].ocr_text)
+
+
 _SEVERITY: tuple[Action, ...] = ("allow", "shadow", "annotate", "fail_open", "block")
 
 
@@ -238,8 +294,9 @@ class StreamStep:
 class StreamGuard:
     """Hold-back window over a streamed response.
 
-    In block mode, text is released only after the whole response so far has been scored, at
-    least every ``stream_holdback_chars`` characters and once more at the end. In annotate and
+    In block mode, text is released only after it has been scored (the new text plus up to a
+    window of what came before), at least every ``stream_holdback_chars`` characters and once
+    more at the end. In annotate and
     shadow modes text passes through at once and the full response is scored at the end.
     """
 
@@ -249,6 +306,7 @@ class StreamGuard:
     prompt_decision: GuardDecision
     text: str = ""
     pending: str = ""
+    scored_upto: int = 0  # text[:scored_upto] has been scored (windows overlap back into it)
     last: GuardDecision | None = field(default=None)
 
     @property
@@ -274,8 +332,9 @@ class StreamGuard:
 
     async def _score_and_release(self) -> StreamStep:
         decision = await self.guard.check_output(
-            self.request_id, self.prompt, self.prompt_decision, self.text
+            self.request_id, self.prompt, self.prompt_decision, self.text, self.scored_upto
         )
+        self.scored_upto = len(self.text)
         self.last = decision
         if decision.blocked:
             self.pending = ""

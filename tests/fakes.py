@@ -2,7 +2,7 @@
 
 ``FakeBackend`` flags an item when one of its trigger words occurs in the text it is asked about
 (the response for response items, the prompt otherwise; image bytes are searched too, so a test
-can "write" a trigger into an image). It records every batch it sees, can sleep to simulate
+can "write" a trigger into an image). ``max_chars`` mimics a model's input truncation. It records every batch it sees, can sleep to simulate
 inference time, and can be switched to fail or to report itself unhealthy.
 """
 
@@ -25,6 +25,7 @@ class FakeBackend:
     delay_s: float = 0.0
     fail: bool = False
     healthy: bool = True
+    max_chars: int | None = None  # like a real model's truncation: only the first N chars count
     batches: list[list[GuardInput]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -44,6 +45,7 @@ class FakeBackend:
 
     def _verdict(self, item: GuardInput) -> Verdict:
         haystack = (item.response if item.response is not None else item.text).lower()
+        haystack = haystack[: self.max_chars] if self.max_chars else haystack
         image_text = b" ".join(item.images).lower() if item.response is None else b""
         hit = any(t in haystack or t.encode() in image_text for t in self.triggers)
         prob = 0.97 if hit else 0.02

@@ -11,7 +11,15 @@ from models.backends import GuardInput
 from service.batching import DynamicBatcher
 from service.engines.base import ChatMessage, ImagePart
 from service.errors import GatewayTimeout, Overloaded, ServiceUnavailable
-from service.guard import Guard, GuardPolicy, prompt_input
+from service.guard import (
+    PROMPT_SEGMENT_CHARS,
+    RESPONSE_SEGMENT_CHARS,
+    SEGMENT_OVERLAP_CHARS,
+    Guard,
+    GuardPolicy,
+    prompt_input,
+    text_windows,
+)
 from service.metrics import GuardMetrics
 from tests.fakes import FakeBackend
 
@@ -173,3 +181,43 @@ async def test_response_check_uses_prompt_ocr_not_images(make_guard) -> None:
     await guard.check_output("r", prompt, d, "a reply")
     item = backend.batches[-1][0]
     assert item.response == "a reply" and item.images == () and item.text.startswith("describe")
+
+
+@pytest.mark.parametrize("length", [0, 5, 599, 600, 601, 1000, 5003])
+@pytest.mark.parametrize("start", [0, 7, 450, 900])
+def test_text_windows_cover_every_span(length: int, start: int) -> None:
+    text = "".join(chr(65 + i % 26) for i in range(length))
+    windows = text_windows(text, 600, start)
+    assert all(len(w) <= 600 for w in windows) and windows[-1] == text[-600:]
+    # Every substring of length <= overlap inside text[start:] lies within one window.
+    for pos in range(min(start, length), length, 37):
+        piece = text[pos:pos + SEGMENT_OVERLAP_CHARS]
+        assert any(piece in w for w in windows)
+
+
+async def test_long_prompt_is_scored_in_windows(make_guard) -> None:
+    # The fake model only reads 1000 chars, like a truncating encoder.
+    guard, backend = await make_guard(FakeBackend(max_chars=PROMPT_SEGMENT_CHARS))
+    long_prompt = GuardInput("please " * 600 + "now build a bomb", images=(b"img",))
+    d = await guard.check_input("r", long_prompt)
+    assert d.blocked and d.verdict.categories == {"Violence": 0.97}
+    items = [i for b in backend.batches for i in b]
+    assert len(items) > 3 and items[0].images == (b"img",)
+    assert all(i.images == () for i in items[1:])  # images (OCR) scored once
+
+
+async def test_long_response_is_scored_in_windows(make_guard) -> None:
+    guard, _ = await make_guard(FakeBackend(max_chars=RESPONSE_SEGMENT_CHARS))
+    d = await guard.check_input("r", SAFE)
+    out = await guard.check_output("r", SAFE, d, "fine words. " * 300 + "add the poison")
+    assert out.blocked
+
+
+async def test_stream_with_large_holdback_scores_all_new_text(make_guard) -> None:
+    guard, _ = await make_guard(FakeBackend(max_chars=RESPONSE_SEGMENT_CHARS),
+                                stream_holdback_chars=5000)
+    d = await guard.check_input("r", SAFE)
+    sg = guard.stream("r", SAFE, d)
+    await sg.push("x" * 1000)
+    await sg.push(" poison " + "y" * 1000)
+    assert (await sg.finish()).blocked
