@@ -276,3 +276,41 @@ async def test_models_health_metrics() -> None:
         engine.healthy = False
         r = await c.get("/health")
         assert r.status_code == 503 and r.json()["engine"] == "down"
+
+
+async def test_chunked_body_over_cap_is_413() -> None:
+    async def body():  # no content-length: the gate counts streamed bytes
+        chunk = b" " * (1024 * 1024)
+        for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+            yield chunk
+
+    async with serve() as c:
+        r = await c.post("/v1/chat/completions", content=body(),
+                         headers={"content-type": "application/json"})
+        _error(r, 413)
+
+
+async def test_concurrent_requests_and_streams_share_guard_batches() -> None:
+    import asyncio
+
+    backend = FakeBackend(delay_s=0.05)
+    engine = FakeEngineClient.from_script({"default": {"chunks": ["one ", "two ", "three"]},
+                                           "chunk_delay_s": 0.01})
+    async with serve(backend=backend, engine=engine, max_wait_ms=30,
+                     stream_holdback_chars=4) as c:
+
+        async def stream(i: int) -> str:
+            async with c.stream("POST", "/v1/chat/completions",
+                                json=_chat(f"s{i}", stream=True)) as r:
+                return (await r.aread()).decode()
+
+        plain = [c.post("/v1/chat/completions", json=_chat(f"p{i}")) for i in range(4)]
+        results = await asyncio.gather(*plain, *(stream(i) for i in range(4)))
+    assert all(r.status_code == 200 for r in results[:4])
+    assert all(s.endswith("data: [DONE]\n\n") for s in results[4:])
+    assert max(len(b) for b in backend.batches) > 1
+    texts = {i.text for b in backend.batches if len(b) > 1 for i in b if i.task == "prompt"}
+    assert len(texts) > 1  # items of different requests in one batch
+    streamed = [{i.text for i in b if i.task == "response" and i.text.startswith("s")}
+                for b in backend.batches]
+    assert max(map(len, streamed)) > 1  # hold-back checks of different streams in one batch
