@@ -15,9 +15,11 @@ max_tokens, MAX_BODY_BYTES per body (413 beyond). Flags: ``spaguard serve --help
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
 
+from models.backends import resolve_artifact
 from service.app import build_app
 from service.settings import load_settings
 
@@ -26,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(argv)
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # fail before uvicorn starts, with the fix in the message, not a lifespan traceback
+        resolve_artifact(settings.guard_artifact)
+    except FileNotFoundError as exc:
+        print(f"spaguard serve: {exc}", file=sys.stderr)
+        return 2
     app = build_app(settings)
     uvicorn.run(
         app,
