@@ -41,6 +41,8 @@ RESPONSE_SEGMENT_CHARS = 600
 RESPONSE_CONTEXT_CHARS = 400
 SEGMENT_OVERLAP_CHARS = 150
 
+MAX_HEADER_CATEGORIES = 8  # the body's ``safety`` field lists them all
+
 REFUSAL_MESSAGE = "I can't help with that request because it was flagged by the safety guard."
 
 
@@ -213,9 +215,9 @@ class Guard:
                 continue
             headers[f"x-guard-{d.task}-flagged"] = str(d.verdict.flagged).lower()
             headers[f"x-guard-{d.task}-unsafe-prob"] = f"{d.verdict.unsafe_prob:.4f}"
-            headers[f"x-guard-{d.task}-categories"] = ",".join(
-                f"{k}={p:.4f}" for k, p in sorted(d.verdict.categories.items())
-            )
+            top = sorted(d.verdict.categories.items(), key=lambda kv: -kv[1])[:MAX_HEADER_CATEGORIES]
+            # Taxonomy keys hold spaces and '&' (fine in header values) but never ',' or '='.
+            headers[f"x-guard-{d.task}-categories"] = ",".join(f"{k}={p:.4f}" for k, p in top)
         return headers
 
 
