@@ -183,6 +183,22 @@ def test_flagged_response_stream_ends_with_content_filter(response_blocker: str)
     assert events[-1]["choices"][0]["finish_reason"] == "content_filter"
 
 
+@pytest.mark.slow
+def test_onnx_backend_serves(workdir: Path) -> None:
+    """The default runtime (ONNX Runtime; exports the artifact on first use, ~30 s)."""
+    artifact = tiny_guard_artifact(workdir, prompt=True, response=False)
+    args = ["--engine", "fake", "--model", str(workdir / "script.json"), "--guard-backend", "onnx",
+            "--guard-artifact", str(artifact), "--guard-mode", "annotate"]
+    with spaguard_server(args, workdir / "onnx.log", timeout_s=300) as base:
+        raw = _client(base).chat.completions.with_raw_response.create(
+            model="scripted-vlm", messages=[{"role": "user", "content": "hello"}])
+        out = raw.parse()
+        assert raw.headers["x-guard-action"] == "annotate"
+        assert out.model_extra["safety"]["prompt"]["flagged"] is True
+        assert out.choices[0].message.content == "Hello there, friend."  # annotate: not blocked
+        assert httpx.get(f"{base}/v1/models").json()["data"][0]["guard"]["backend"] == "onnx"
+
+
 needs_shipped = pytest.mark.skipif(
     not (SHIPPED_ARTIFACT / "config.json").is_file(),
     reason="the trained default classifier (models/default) has not been built yet",
