@@ -62,7 +62,11 @@ def _inspect(data: bytes) -> ImagePart:
                 raise PayloadTooLarge(
                     f"image has more than {MAX_IMAGE_PIXELS} pixels", param="image_url"
                 )
-            img.verify()
+            img.verify()  # structure and checksums; leaves the image unusable, so reopen:
+        with Image.open(io.BytesIO(data)) as img:
+            # A full decode here means a truncated or corrupt image is a 400 for its sender,
+            # never a failure of the shared classifier batch it would have joined.
+            img.load()
     except PayloadTooLarge:
         raise
     except Exception:  # noqa: BLE001 - Pillow raises many types for corrupt files

@@ -219,3 +219,11 @@ async def test_too_many_pixels_and_bytes_are_413() -> None:
         await decode_data_url("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
     with pytest.raises(PayloadTooLarge):
         await decode_data_url("data:image/png;base64," + "A" * (MAX_IMAGE_BYTES * 4 // 3 + 8))
+
+
+async def test_truncated_image_is_rejected_up_front() -> None:
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(buf, format="JPEG")
+    truncated = buf.getvalue()[: len(buf.getvalue()) // 2]
+    with pytest.raises(InvalidRequest):
+        await decode_data_url("data:image/jpeg;base64," + base64.b64encode(truncated).decode())
