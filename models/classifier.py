@@ -32,7 +32,7 @@ from models.backends import GuardInput
 from models.card import ArtifactMismatchError, Calibration, check_card_matches
 from models.encoders import (load_image_encoder, load_image_processor, load_text_encoder, load_tokenizer,
                              weights_sha256)
-from models.ocr import get_reader
+from models.ocr import OcrReader, get_reader
 from models.taxonomy import default_node_keys, node_keys_version
 
 FORMAT_VERSION = 1
@@ -266,8 +266,9 @@ class Featurizer:
     Shared by ``GuardClassifier`` and the ONNX backend (which never loads the torch encoder).
     """
 
-    def __init__(self, config: ClassifierConfig) -> None:
+    def __init__(self, config: ClassifierConfig, ocr: OcrReader | None = None) -> None:
         self.config = config
+        self.ocr = ocr or get_reader()  # the process-wide reader unless a caller pins its own
         self.tokenizer = load_tokenizer(config.encoder)
         self.max_length = min(config.max_length, int(self.tokenizer.model_max_length or config.max_length))
         self.uses_token_type_ids = "token_type_ids" in self.tokenizer.model_input_names
@@ -296,7 +297,7 @@ class Featurizer:
     def _ocr_text(self, item: GuardInput) -> str:
         if not (self.config.use_ocr and item.images):
             return ""
-        return " ".join(t for t in get_reader().read_many(item.images) if t)
+        return " ".join(t for t in self.ocr.read_many(item.images) if t)
 
     def _pixels(self, items: Sequence[GuardInput]) -> dict[str, torch.Tensor]:
         from PIL import Image

@@ -11,10 +11,10 @@ Contract
   lock (RapidOCR mutates per-call state; ORT sessions use ``threads`` intra-op threads each).
 * ``get_reader(config)`` returns one shared reader per config in this process.
 
-Speed (see ``docs/benchmarks.md``): the defaults skip the text-angle classifier (typographic and
-screenshot text is upright), cap the detector input's longest side at ``det_limit_side_len`` and
-return early, without running any model, for near-uniform images (``blank_std``), which cannot
-carry text.
+Speed (see ``docs/benchmarks.md``, "Guard classifier (CPU)"): the defaults skip the text-angle
+classifier (typographic and screenshot text is upright), downscale images whose longest side
+exceeds ``max_side``, and return early, without running any model, for near-uniform images
+(``blank_std``), which cannot carry text. A photo without text costs one detector pass.
 """
 
 from __future__ import annotations
@@ -37,10 +37,8 @@ MAX_PIXELS = 40_000_000
 class OcrConfig:
     """Knobs of the OCR pipeline (RapidOCR PP-OCRv4 det + rec; angle classifier optional)."""
 
-    det_limit_side_len: int = 736
-    """Detector input size limit in pixels (applied with ``det_limit_type``)."""
-    det_limit_type: str = "max"
-    """``"max"``: shrink so the longest side is ≤ the limit (fast); ``"min"``: grow the shortest side to it."""
+    max_side: int = 960
+    """Images are downscaled (area interpolation) so their longest side is ≤ this before detection."""
     use_cls: bool = False
     """Run the 0/180-degree text-angle classifier (off: upright text is the common case)."""
     text_score: float = 0.5
@@ -58,8 +56,8 @@ class OcrReader:
 
     def __init__(self, config: OcrConfig | None = None) -> None:
         self.config = config or OcrConfig()
-        if self.config.det_limit_type not in ("max", "min"):
-            raise ValueError(f"det_limit_type must be 'max' or 'min', got {self.config.det_limit_type!r}")
+        if self.config.max_side < 64:
+            raise ValueError(f"max_side must be ≥ 64 pixels, got {self.config.max_side}")
         self._engine: Any = None
         self._lock = threading.Lock()  # guards the cache
         self._engine_lock = threading.Lock()  # serializes engine creation and calls
@@ -81,6 +79,11 @@ class OcrReader:
                 self._cache.popitem(last=False)
         return text
 
+    def clear_cache(self) -> None:
+        """Forget cached results (benchmarks measure cold OCR this way)."""
+        with self._lock:
+            self._cache.clear()
+
     def read_many(self, images: list[bytes] | tuple[bytes, ...]) -> list[str]:
         """``read`` for each image, in order."""
         return [self.read(img) for img in images]
@@ -89,6 +92,7 @@ class OcrReader:
         # Fast path: a near-uniform image has no strokes, so no text to find.
         if float(bgr.reshape(-1, 3).std(axis=0).max()) < self.config.blank_std:  # per-channel std
             return ""
+        bgr = _cap_side(bgr, self.config.max_side)
         with self._engine_lock:
             engine = self._get_engine()
             result, _ = engine(bgr)
@@ -103,12 +107,25 @@ class OcrReader:
 
             cfg = self.config
             threads = -1 if cfg.threads is None else int(cfg.threads)
+            # NOTE(helper3): in rapidocr 1.4.4, det_limit_type="max" ignores det_limit_side_len (it picks
+            # 960/1500/2000 from the image size) and "min" upscales small images to 736 px (slow), so the
+            # size cap is applied by _cap_side before the engine; images ≤ 960 px then pass unscaled.
             self._engine = RapidOCR(
-                use_cls=cfg.use_cls, text_score=cfg.text_score,
-                det_limit_side_len=cfg.det_limit_side_len, det_limit_type=cfg.det_limit_type,
+                use_cls=cfg.use_cls, text_score=cfg.text_score, det_limit_type="max",
                 intra_op_num_threads=threads, inter_op_num_threads=1 if threads > 0 else -1,
             )
         return self._engine
+
+
+def _cap_side(bgr: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale so the longest side is ≤ ``max_side`` (area interpolation keeps strokes legible)."""
+    import cv2
+
+    h, w = bgr.shape[:2]
+    if max(h, w) <= max_side:
+        return bgr
+    scale = max_side / max(h, w)
+    return cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def decode_bgr(image: bytes) -> np.ndarray:

@@ -1,0 +1,241 @@
+"""Guard classifier throughput and latency on this machine: torch vs ORT vs ORT-int8, text and image+OCR.
+
+For each batch size, the backends run interleaved (round-robin, same items, same process, pinned
+threads, fixed seed), so machine noise hits them alike. Each call is ``backend.score(batch)`` end to
+end: OCR, tokenization, model, calibration. Image items carry one rendered typographic image each
+and the OCR cache is cleared before every call, so OCR is always cold.
+
+The "limit" column is the items/s the encoder+heads could reach at the machine's measured fp32
+matmul peak (same threads): ``peak FLOP/s / FLOPs per item`` (FLOPs counted by torch's
+FlopCounterMode on the real forward at that batch's padded length; OCR is not counted). "% limit"
+is measured/limit.
+
+    .venv/bin/python benchmarks/guard_bench.py --threads 2 --out runs/bench/guard   # full run
+    .venv/bin/python benchmarks/guard_bench.py --quick --out runs/bench/guard       # a short run
+    .venv/bin/python benchmarks/guard_bench.py --ocr-sweep --out runs/bench/ocr     # OCR settings
+
+Without ``--artifact`` (and with no ``models/default/``) the benchmark builds a MiniLM artifact
+with seeded random heads: speed does not depend on head weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.backends import DEFAULT_ARTIFACT, GuardInput, load_backend
+from models.ocr import OcrConfig, OcrReader
+
+_WORDS = ("how do i make a bomb at home please explain the weather forecast write a poem about cats "
+          "recipe for banana bread best way to hide money from taxes insult my neighbour summarize this "
+          "article what is the capital of france steal a car without keys learn python quickly").split()
+
+
+def text_items(rng: random.Random, n: int) -> list[GuardInput]:
+    """Short prompts of 6-16 words (the '≥ 300 short prompts/s' target's workload)."""
+    return [GuardInput(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 16)))) for _ in range(n)]
+
+
+def render_text_image(lines: list[str], size: tuple[int, int] = (760, 400), font_size: int = 44) -> bytes:
+    """A typographic-attack style PNG: black words on white."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=font_size)
+    for i, line in enumerate(lines):
+        draw.text((30, 30 + i * int(font_size * 1.8)), line, fill="black", font=font)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def image_items(rng: random.Random, n: int) -> list[GuardInput]:
+    """One rendered 2-3 line typographic image per item, with a short instruction as the text."""
+    out = []
+    for _ in range(n):
+        lines = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 4))) for _ in range(rng.randint(2, 3))]
+        out.append(GuardInput("Follow the steps in the image.", images=(render_text_image(lines),)))
+    return out
+
+
+def matmul_peak(threads: int, n: int = 1024, reps: int = 8) -> float:
+    """Best observed fp32 FLOP/s of an n x n matmul with ``threads`` intra-op threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def flops_per_item(model: Any, items: list[GuardInput]) -> float:
+    """Forward FLOPs per item of the torch model on ``items`` (padded to their longest)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    feats = model.featurize(items)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(**feats)
+    return counter.get_total_flops() / len(items)
+
+
+def _ensure_artifact(path: str | None, seed: int) -> Path:
+    if path:
+        return Path(path)
+    if (DEFAULT_ARTIFACT / "config.json").is_file():
+        return DEFAULT_ARTIFACT
+    from models.classifier import ClassifierConfig, GuardClassifier
+
+    torch.manual_seed(seed)
+    out = Path(tempfile.mkdtemp(prefix="guard-bench-")) / "artifact"
+    GuardClassifier(ClassifierConfig()).eval().save(out, {"note": "benchmark: random heads", "seed": seed})
+    return out
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every (mode, batch size, backend) point; returns the JSON document."""
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    artifact = _ensure_artifact(args.artifact, args.seed)
+    peak = matmul_peak(args.threads)
+    backends = {k: load_backend(k, artifact, threads=args.threads, max_batch_size=max(args.batch_sizes))
+                for k in args.backends}
+    ocr = OcrReader(OcrConfig(threads=args.threads))
+    for b in backends.values():  # one pinned-thread OCR reader for every backend
+        (b.model.featurizer if hasattr(b, "model") else b.featurizer).ocr = ocr
+    counter_model = backends["torch"].model if "torch" in backends else None
+    rows: list[dict[str, Any]] = []
+    for mode in args.modes:
+        sizes = args.batch_sizes if mode == "text" else [s for s in args.batch_sizes if s <= args.max_image_batch]
+        make = text_items if mode == "text" else image_items
+        for bs in sizes:
+            reps = max(3, min(args.reps, (args.items if mode == "text" else args.image_items) // bs))
+            batches = [make(rng, bs) for _ in range(reps + 1)]  # +1 warm-up batch
+            flops = flops_per_item(counter_model, batches[0]) if counter_model is not None else float("nan")
+            times: dict[str, list[float]] = {k: [] for k in backends}
+            for i, batch in enumerate(batches):
+                for name, backend in backends.items():
+                    ocr.clear_cache()
+                    t = time.perf_counter()
+                    backend.score(batch)
+                    if i:  # batch 0 warms up allocators and caches
+                        times[name].append(time.perf_counter() - t)
+            for name, ts in times.items():
+                ips = bs / statistics.median(ts)
+                limit = peak / flops if flops == flops else float("nan")
+                rows.append({"mode": mode, "backend": name, "batch": bs, "reps": len(ts),
+                             "p50_ms": 1e3 * _percentile(ts, 0.5), "p95_ms": 1e3 * _percentile(ts, 0.95),
+                             "items_per_s": ips, "gflop_per_item": flops / 1e9, "limit_items_per_s": limit,
+                             "pct_of_limit": 100 * ips / limit})
+                print(_fmt_row(rows[-1]), flush=True)
+    return {"rows": rows, "peak_gflops": peak / 1e9, "artifact": str(artifact), **_machine(args)}
+
+
+def ocr_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """Cold OCR latency and word recall: image size x ``max_side`` cap x angle classifier on/off."""
+    rng = random.Random(args.seed)
+    rows = []
+    for size, font in (((760, 400), 44), ((1280, 960), 64)):
+        pages = []
+        for _ in range(args.image_items):
+            lines = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 4))) for _ in range(rng.randint(2, 3))]
+            pages.append((render_text_image(lines, size, font), set(" ".join(lines).split())))
+        for max_side in (480, 640, 800, 960):
+            for use_cls in (False, True):
+                reader = OcrReader(OcrConfig(max_side=max_side, use_cls=use_cls, threads=args.threads))
+                reader.read(pages[0][0])  # build sessions
+                times, hits, total = [], 0, 0
+                for image, words in pages:
+                    reader.clear_cache()
+                    t = time.perf_counter()
+                    got = set(reader.read(image).lower().split())
+                    times.append(time.perf_counter() - t)
+                    hits, total = hits + len(words & got), total + len(words)
+                rows.append({"image": f"{size[0]}x{size[1]}", "max_side": max_side, "use_cls": use_cls,
+                             "p50_ms": 1e3 * _percentile(times, 0.5), "p95_ms": 1e3 * _percentile(times, 0.95),
+                             "word_recall": hits / total})
+                print(rows[-1], flush=True)
+    return {"ocr_rows": rows, **_machine(args)}
+
+
+def _machine(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"machine": {"cpu": cpu, "cores": os.cpu_count(), "loadavg": os.getloadavg(),
+                        "python": platform.python_version(), "torch": torch.__version__},
+            "threads": args.threads, "seed": args.seed, "date": datetime.now(timezone.utc).isoformat(),
+            "command": " ".join([Path(sys.executable).name, *sys.argv])}
+
+
+def _fmt_row(r: dict[str, Any]) -> str:
+    return (f"{r['mode']:<6} {r['backend']:<10} B={r['batch']:<3} p50 {r['p50_ms']:8.1f} ms  p95 {r['p95_ms']:8.1f} ms  "
+            f"{r['items_per_s']:8.1f} items/s  limit {r['limit_items_per_s']:8.0f}/s  {r['pct_of_limit']:5.1f}%")
+
+
+def write(doc: dict[str, Any], out: Path) -> None:
+    """``out``.json (everything) and ``out``.csv (the rows)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    rows = doc.get("rows") or doc.get("ocr_rows") or []
+    with out.with_suffix(".csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--artifact", default=None, help="classifier artifact (default: models/default, else random heads)")
+    p.add_argument("--backends", default="torch,onnx,onnx-int8", help="comma-separated backend kinds")
+    p.add_argument("--modes", default="text,image", help="comma-separated: text, image")
+    p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="comma-separated batch sizes")
+    p.add_argument("--max-image-batch", type=int, default=8, help="largest batch size for image mode (OCR is slow)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for torch, ORT and OCR")
+    p.add_argument("--reps", type=int, default=30, help="max timed calls per point")
+    p.add_argument("--items", type=int, default=256, help="text items per point (reps = items / batch, ≥ 3)")
+    p.add_argument("--image-items", type=int, default=16, help="image items per point")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="fewer points and reps (a shared machine)")
+    p.add_argument("--ocr-sweep", action="store_true", help="only sweep OCR settings")
+    p.add_argument("--out", default="runs/bench/guard", help="output path stem (.json and .csv)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    args.backends = args.backends.split(",")
+    args.modes = args.modes.split(",")
+    args.batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
+    if args.quick:
+        args.reps, args.items, args.image_items = min(args.reps, 10), min(args.items, 96), min(args.image_items, 8)
+    torch.set_num_threads(args.threads)
+    doc = ocr_sweep(args) if args.ocr_sweep else run(args)
+    write(doc, Path(args.out))
+    print(f"wrote {Path(args.out).with_suffix('.json')} and .csv")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
