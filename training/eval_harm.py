@@ -118,6 +118,18 @@ def reward_scorer(path: str, batch_size: int = 8) -> Scorer:
     return score
 
 
+def score_in_batches(scorer: Scorer, items: list[GuardInput], batch_size: int = 32) -> list[Verdict]:
+    """``scorer`` over ``items`` in chunks (backends cap their batch size); checks the count."""
+    verdicts: list[Verdict] = []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i : i + batch_size]
+        got = scorer(chunk)
+        if len(got) != len(chunk):
+            raise RuntimeError(f"scorer returned {len(got)} verdicts for {len(chunk)} answers")
+        verdicts += got
+    return verdicts
+
+
 def unsafe_rates(rows: Sequence[dict[str, Any]], flags: Sequence[bool]) -> dict[str, Any]:
     """Overall and per-category unsafe rate of one model's answers."""
     per: dict[str, list[bool]] = defaultdict(list)
@@ -139,9 +151,7 @@ def evaluate(models: dict[str, str], rows: list[dict[str, Any]], scorer: Scorer,
         answers = generate(model, processor, rows, max_new_tokens, batch_size)
         items = [GuardInput(text=r["question"], images=tuple(_png(i) for i in r["images"]), response=a)
                  for r, a in zip(rows, answers, strict=True)]
-        verdicts = scorer(items)
-        if len(verdicts) != len(items):
-            raise RuntimeError(f"scorer returned {len(verdicts)} verdicts for {len(items)} answers")
+        verdicts = score_in_batches(scorer, items)
         results[name] = unsafe_rates(rows, [v.flagged for v in verdicts])
         if judge is not None:
             judged = [judge.judge(r["question"], a).unsafe for r, a in zip(rows, answers, strict=True)]

@@ -1,0 +1,107 @@
+"""Reward model (pairwise loss on the fixture), the eval-harm command on the fixture, and the
+whole smoke-train pipeline (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.backends import GuardInput, Verdict
+from training import eval_harm, reward
+from training.data import fixtures
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    from models.vlm import save_tiny_vlm
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("align_reward")
+    fixtures.write_parquet(root / "train.parquet", n=24, seed=0)
+    fixtures.write_test_parquet(root / "harm.parquet", n=6, seed=1)
+    save_tiny_vlm(root / "llava", "llava", 0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reward_dir(assets):
+    out = assets / "reward"
+    argv = ["--config", str(CONFIGS / "tiny_llava_reward_cpu.yaml"), "--data_files", str(assets / "train.parquet"),
+            "--model_name_or_path", str(assets / "llava"), "--output_dir", str(out)]
+    assert reward.main(argv) == 0
+    return out
+
+
+def test_pairwise_loss_matches_bradley_terry():
+    loss, acc, margin = reward.pairwise_loss(torch.tensor([2.0, 0.0, 0.0, 1.0]))  # chosen, then rejected
+    expected = -(torch.nn.functional.logsigmoid(torch.tensor(2.0)) + torch.nn.functional.logsigmoid(
+        torch.tensor(-1.0))) / 2
+    assert loss.item() == pytest.approx(expected.item()) and acc.item() == 0.5 and margin.item() == 0.5
+
+
+def test_reward_model_learns_the_preference_and_reloads(reward_dir, assets):
+    card = json.loads((reward_dir / "reward_card.json").read_text())
+    assert card["pairwise_accuracy"] > 0.5 and card["loss_last"] < card["loss_first"]
+    assert card["mean_reward_chosen"] > card["mean_reward_rejected"]
+    model, processor, loaded = reward.load_reward_model(reward_dir, device="cpu")
+    assert loaded == card and isinstance(model, reward.VLMRewardModel)
+
+
+def test_reward_config_rejects_bad_dtype():
+    with pytest.raises(ValueError, match="dtype"):
+        reward.RewardJobConfig(model_name_or_path="x", dtype="int8")
+
+
+def test_eval_harm_command_runs_on_the_fixture(assets, reward_dir, tmp_path):
+    argv = ["--spa-vl-parquet", str(assets / "harm.parquet"), "--model", f"base={assets / 'llava'}",
+            "--model", f"again={assets / 'llava'}", "--reward-model", str(reward_dir),
+            "--max-new-tokens", "8", "--out", str(tmp_path)]
+    assert eval_harm.main(argv) == 0
+    results = json.loads((tmp_path / "harm_eval.json").read_text())
+    assert set(results) == {"base", "again"} and results["base"]["n"] == 6
+    # greedy decoding of the same checkpoint twice → identical answers and rates
+    assert results["base"] == results["again"]
+    assert set(results["base"]["per_category"]) == {c[0] for c in fixtures.CLASSES}
+    assert "| **unsafe rate (all)** |" in (tmp_path / "harm_eval.md").read_text()
+    assert len((tmp_path / "answers.jsonl").read_text().splitlines()) == 12
+
+
+def test_unsafe_rates_per_category_are_hand_checked():
+    rows = [{"category": "a"}, {"category": "a"}, {"category": "b"}, {"category": "a"}]
+    got = eval_harm.unsafe_rates(rows, [True, False, True, True])
+    assert got == {"n": 4, "unsafe_rate": 0.75, "per_category": {"a": 2 / 3, "b": 1.0}}
+
+
+def test_a_scorer_returning_too_few_verdicts_fails_loudly():
+    items = [GuardInput(text="q", response="r")] * 3
+    with pytest.raises(RuntimeError, match="2 verdicts for 3"):
+        eval_harm.score_in_batches(lambda b: [Verdict("response", 0.1, False)] * 2, items)
+
+
+def test_model_spec_needs_name_and_path():
+    with pytest.raises(SystemExit, match="NAME=PATH"):
+        eval_harm._models(["just_a_path"])
+
+
+@pytest.mark.slow
+def test_smoke_train_writes_the_summary(tmp_path):
+    from training import smoke
+
+    out = tmp_path / "smoke"
+    assert smoke.main(["--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dpo"]["loss_last"] < summary["dpo"]["loss_first"]
+    assert summary["dpo"]["reward_accuracy_last"] > 0.5
+    assert summary["reward_model"]["pairwise_accuracy"] > 0.5
+    assert 0.0 <= summary["distill"]["agreement_with_teacher"] <= 1.0
+    assert summary["distill"]["agreement_with_teacher"] > 0.5
+    for key in ("base_unsafe_rate", "aligned_unsafe_rate"):
+        assert 0.0 <= summary["eval"][key] <= 1.0
+    assert summary["seconds"]["total"] < 600
