@@ -77,10 +77,12 @@ class VLLMEngine:
 
     random_weights = False
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, engine_kwargs: dict[str, Any] | None = None):
+        """``engine_kwargs`` are extra ``AsyncEngineArgs`` fields (e.g. ``enforce_eager=True``)."""
         if not config.model:
             raise ValueError("the vllm engine needs a model (a local path or hub id)")
         self.config = config
+        self.engine_kwargs = dict(engine_kwargs or {})
         self.model_name = config.served_model_name or config.model
         self._llm: Any = None
         self._vllm: Any = None
@@ -92,6 +94,7 @@ class VLLMEngine:
         return AsyncEngineArgs(
             model=cfg.model, served_model_name=self.model_name, dtype=cfg.dtype, seed=cfg.seed,
             max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_batch_size, disable_log_stats=True,
+            **self.engine_kwargs,
         )  # fmt: skip
 
     async def __aenter__(self) -> "VLLMEngine":
