@@ -112,3 +112,20 @@ def test_unknown_recipe_key_fails(tmp_path):
     bad.write_text((CONFIGS / "tiny_llava_dpo_cpu.yaml").read_text() + "\nbetta: 0.2\n")
     with pytest.raises(ValueError, match="betta"):
         dpo.make_parser().parse_args_and_config(["--config", str(bad)])
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*reward*.yaml")))
+def test_every_reward_recipe_parses(recipe):
+    from training import reward
+
+    data, cfg = reward.make_parser().parse_args_and_config(["--config", str(CONFIGS / recipe)])
+    assert cfg.model_name_or_path and data.dataset_source in ("hub", "parquet")
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*grpo*.yaml")))
+def test_every_grpo_recipe_parses_against_the_pinned_trl(recipe):
+    from training import rl
+
+    data, job, args, model = rl.make_parser().parse_args_and_config(
+        ["--config", str(CONFIGS / recipe), "--use_cpu", "true"])
+    assert job.reward_model_path and args.num_generations >= 2 and model.model_name_or_path

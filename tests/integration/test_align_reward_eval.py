@@ -105,3 +105,31 @@ def test_smoke_train_writes_the_summary(tmp_path):
     for key in ("base_unsafe_rate", "aligned_unsafe_rate"):
         assert 0.0 <= summary["eval"][key] <= 1.0
     assert summary["seconds"]["total"] < 600
+
+
+def test_grpo_trains_a_vlm_against_the_image_conditioned_reward(assets, reward_dir, tmp_path, monkeypatch):
+    from training import rl
+
+    seen: list[int] = []
+    original = rl.VLMRewardFunction.__call__
+
+    def spy(self, prompts, completions, images=None, **kwargs):
+        seen.extend(len(i) for i in images)  # one image per SPA-VL prompt must reach the reward
+        return original(self, prompts, completions, images=images, **kwargs)
+
+    monkeypatch.setattr(rl.VLMRewardFunction, "__call__", spy)
+    argv = ["--config", str(CONFIGS / "tiny_llava_grpo_cpu.yaml"), "--data_files", str(assets / "train.parquet"),
+            "--model_name_or_path", str(assets / "llava"), "--reward_model_path", str(reward_dir),
+            "--output_dir", str(tmp_path)]
+    assert rl.main(argv) == 0
+    logs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("rewards/vlm_reward/mean" in r for r in logs)
+    assert seen and set(seen) == {1}
+    assert (tmp_path / "final").is_dir()
+
+
+def test_rl_job_needs_a_reward_model():
+    from training import rl
+
+    with pytest.raises(ValueError, match="reward_model_path"):
+        rl.RLJobArgs()
