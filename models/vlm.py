@@ -116,26 +116,26 @@ def build_byte_tokenizer(
     return tok
 
 
-def _tiny_llama_config(vocab_size: int, tok: PreTrainedTokenizerFast) -> LlamaConfig:
+def _tiny_llama_config(vocab_size: int, tok: PreTrainedTokenizerFast, hidden: int) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=TINY_HIDDEN, intermediate_size=2 * TINY_HIDDEN,
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=TINY_LAYERS, num_attention_heads=2, num_key_value_heads=1,
         max_position_embeddings=TINY_MAX_POSITIONS, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
     )  # fmt: skip
 
 
-def _build_llava() -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+def _build_llava(hidden: int) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     tok = build_byte_tokenizer(
         _LLAVA_SPECIALS, bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", chat_template=LLAVA_CHAT_TEMPLATE
     )
     vision = CLIPVisionConfig(
-        hidden_size=TINY_HIDDEN, intermediate_size=2 * TINY_HIDDEN, projection_dim=TINY_HIDDEN,
+        hidden_size=hidden, intermediate_size=2 * hidden, projection_dim=hidden,
         num_hidden_layers=TINY_LAYERS, num_attention_heads=2, image_size=TINY_IMAGE_SIZE,
         patch_size=TINY_PATCH,
     )  # fmt: skip
     config = LlavaConfig(
-        vision_config=vision, text_config=_tiny_llama_config(len(tok), tok),
+        vision_config=vision, text_config=_tiny_llama_config(len(tok), tok, hidden),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default", vision_feature_layer=-1,
         image_seq_length=(TINY_IMAGE_SIZE // TINY_PATCH) ** 2,
@@ -164,24 +164,27 @@ class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template)
 
 
-def _build_qwen2_vl() -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLProcessor]:
+def _build_qwen2_vl(hidden: int) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLProcessor]:
     tok = build_byte_tokenizer(
         _QWEN_SPECIALS, bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk=None,
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )  # fmt: skip
     ids = tok.convert_tokens_to_ids
-    head_dim = TINY_HIDDEN // 2
+    half_rotary = hidden // 2 // 2  # head_dim / 2 rotary frequencies (2 heads)
+    mrope_width = 3 * half_rotary // 8
     text = {
-        "vocab_size": len(tok), "hidden_size": TINY_HIDDEN, "intermediate_size": 2 * TINY_HIDDEN,
+        "vocab_size": len(tok), "hidden_size": hidden, "intermediate_size": 2 * hidden,
         "num_hidden_layers": TINY_LAYERS, "num_attention_heads": 2, "num_key_value_heads": 1,
         "max_position_embeddings": TINY_MAX_POSITIONS, "eos_token_id": tok.eos_token_id,
         "pad_token_id": tok.pad_token_id, "bos_token_id": None,
         # mrope splits head_dim/2 rotary frequencies over (time, height, width)
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        "rope_parameters": {
+            "rope_type": "default", "rope_theta": 10000.0,
+            "mrope_section": [half_rotary - 2 * mrope_width, mrope_width, mrope_width],
+        },
     }  # fmt: skip
-    assert sum(text["rope_parameters"]["mrope_section"]) == head_dim // 2
     vision = {
-        "depth": TINY_LAYERS, "embed_dim": TINY_HIDDEN, "hidden_size": TINY_HIDDEN, "num_heads": 2,
+        "depth": TINY_LAYERS, "embed_dim": hidden, "hidden_size": hidden, "num_heads": 2,
         "mlp_ratio": 2, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
     }  # fmt: skip
     config = Qwen2VLConfig(
@@ -195,22 +198,30 @@ def _build_qwen2_vl() -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLProcessor
     return Qwen2VLForConditionalGeneration(config), processor
 
 
-def build_tiny_vlm(arch: str = "llava", seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """Build the tiny random-weights VLM ``arch`` ("llava" | "qwen2_vl"); deterministic in ``seed``."""
+def build_tiny_vlm(
+    arch: str = "llava", seed: int = 0, hidden_size: int = TINY_HIDDEN
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Build the tiny random-weights VLM ``arch`` ("llava" | "qwen2_vl"); deterministic in ``seed``.
+
+    ``hidden_size`` (2 attention heads) defaults to 32; vLLM's CPU attention needs head size ≥ 32,
+    i.e. ``hidden_size=64``.
+    """
     if arch not in TINY_ARCHS:
         raise ValueError(f"unknown tiny VLM arch {arch!r}; expected one of {TINY_ARCHS}")
+    if hidden_size < 16 or hidden_size % 16:
+        raise ValueError(f"hidden_size must be a positive multiple of 16, got {hidden_size}")
     # NOTE(helper2): fork the RNG so building a tiny model never perturbs the caller's random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, processor = _build_llava() if arch == "llava" else _build_qwen2_vl()
+        model, processor = _build_llava(hidden_size) if arch == "llava" else _build_qwen2_vl(hidden_size)
     model.eval()
     return model, processor
 
 
-def save_tiny_vlm(out_dir: str | Path, arch: str = "llava", seed: int = 0) -> Path:
+def save_tiny_vlm(out_dir: str | Path, arch: str = "llava", seed: int = 0, hidden_size: int = TINY_HIDDEN) -> Path:
     """Write the tiny VLM and its processor to ``out_dir`` (loadable with ``load_vlm(out_dir)``)."""
     out = Path(out_dir)
-    model, processor = build_tiny_vlm(arch, seed)
+    model, processor = build_tiny_vlm(arch, seed, hidden_size)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -91,3 +91,14 @@ def test_bad_arguments_raise_clearly() -> None:
         build_tiny_vlm("gpt2")
     with pytest.raises(ValueError, match="unknown dtype"):
         load_vlm(None, dtype="float33")
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_wider_variant_for_vllm_head_size(arch: str, image: Image.Image) -> None:
+    model, processor = build_tiny_vlm(arch, hidden_size=64)
+    text_config = model.config.get_text_config()
+    assert text_config.hidden_size // text_config.num_attention_heads == 32  # vLLM CPU minimum
+    out = model.generate(**_inputs(processor, image), max_new_tokens=2, do_sample=False)
+    assert out.shape[0] == 1
+    with pytest.raises(ValueError, match="multiple of 16"):
+        build_tiny_vlm(arch, hidden_size=40)
