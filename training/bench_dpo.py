@@ -121,7 +121,7 @@ def synthetic_pairs(n: int, image_px: int, text_bytes: int, seed: int):
         return "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz "), size=k))
 
     rows = []
-    for i in range(n):
+    for _ in range(n):
         buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, size=(image_px, image_px, 3), dtype=np.uint8)).save(buf, format="PNG")
         rows.append({"images": [{"bytes": buf.getvalue(), "path": None}],

@@ -135,7 +135,9 @@ def freeze_vision(model: Any) -> int:
     inner = getattr(model, "model", model)
     tower = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
     if tower is None:
-        raise ValueError(f"{type(model).__name__}: no vision_tower/visual module to freeze; set freeze_vision_tower: false")
+        raise ValueError(
+            f"{type(model).__name__}: no vision_tower/visual module to freeze; set freeze_vision_tower: false"
+        )
     n = 0
     for name, p in tower.named_parameters():
         # Qwen2-VL's patch merger is its vision→text projector (LLaVA's multi_modal_projector): trains.

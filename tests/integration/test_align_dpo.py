@@ -129,3 +129,26 @@ def test_every_grpo_recipe_parses_against_the_pinned_trl(recipe):
     data, job, args, model = rl.make_parser().parse_args_and_config(
         ["--config", str(CONFIGS / recipe), "--use_cpu", "true"])
     assert job.reward_model_path and args.num_generations >= 2 and model.model_name_or_path
+
+
+def test_streaming_hub_path_trains_with_lazy_counts(assets, tmp_path, monkeypatch):
+    """The streaming branch (hub train split) with the hub replaced by the local fixture."""
+    from datasets import Image as ImageFeature
+    from datasets import load_dataset
+
+    from training.data import source
+
+    def fake_hub(args, config, split, streaming):
+        assert (config, split, streaming) == ("default", "train", True)
+        ds = load_dataset("parquet", data_files=str(assets / "train.parquet"), split="train", streaming=True)
+        return ds.cast_column("image", ImageFeature(decode=False))
+
+    monkeypatch.setattr(source, "_hub", fake_hub)
+    out = tmp_path / "stream"
+    argv = ["--config", str(CONFIGS / "tiny_llava_dpo_cpu.yaml"), "--dataset_source", "hub", "--streaming", "true",
+            "--eval_dataset_config", "null", "--data_files", "null", "--model_name_or_path", str(assets / "llava"),
+            "--output_dir", str(out), "--max_steps", "3", "--save_strategy", "no"]
+    assert dpo.main(argv) == 0
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["conversion"]["train"]["kept"] >= 12  # 3 steps x 4 pairs were read from the stream
+    assert report["length"]["train"]["length_ok"] >= 12

@@ -105,3 +105,25 @@ def test_lengths_count_image_tokens_and_filter_protects_them(tiny_processor, tmp
     assert counts["prompt_too_long"] == 4
     with pytest.raises(ValueError, match="image tokens would be cut"):
         check_max_length(8, ds[0], tiny_processor)
+
+
+def test_hub_split_names_are_checked_before_any_download():
+    with pytest.raises(ValueError, match="no split 'train' in config 'test'"):
+        spa_vl.hub_rows("test", "train")
+
+
+def test_streaming_conversion_counts_lazily(tmp_path):
+    from datasets import Image as ImageFeature
+    from datasets import load_dataset
+
+    path = fixtures.write_parquet(tmp_path / "t.parquet", n=5, bad=3)
+    stream = load_dataset("parquet", data_files=str(path), split="train", streaming=True)
+    stream = stream.cast_column("image", ImageFeature(decode=False))
+    stats = spa_vl.ConversionStats()
+    converted = spa_vl.convert_streaming(stream, stats=stats)
+    assert stats.seen == 0  # nothing is read before the trainer iterates
+    rows = list(converted)
+    assert len(rows) == 5 and rows[0]["prompt"][0]["role"] == "user"
+    assert rows[0]["images"][0].size == (32, 32)
+    assert stats.as_dict() == {"seen": 8, "kept": 5,
+                               "skipped": {"bad_image": 1, "empty_question": 1, "missing_image": 1}}

@@ -44,6 +44,14 @@ class SpaVLDataArgs:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many eval pairs."})
 
     def __post_init__(self) -> None:
+        # A CLI override cannot write YAML's null: accept "null"/"none" for the optional fields.
+        for name in ("dataset_revision", "eval_dataset_config", "json_list", "image_root"):
+            if str(getattr(self, name)).lower() in ("null", "none", ""):
+                setattr(self, name, None)
+        for name in ("data_files", "eval_data_files"):
+            value = getattr(self, name)
+            if value is not None and [str(v).lower() for v in value] in (["null"], ["none"], []):
+                setattr(self, name, None)
         if self.dataset_source not in SOURCES:
             raise ValueError(f"dataset_source must be one of {SOURCES}, got {self.dataset_source!r}")
         if self.dataset_source == "parquet" and not self.data_files:
