@@ -13,6 +13,8 @@ is measured/limit.
     .venv/bin/python benchmarks/guard_bench.py --threads 2 --out runs/bench/guard   # full run
     .venv/bin/python benchmarks/guard_bench.py --quick --out runs/bench/guard       # a short run
     .venv/bin/python benchmarks/guard_bench.py --ocr-sweep --out runs/bench/ocr     # OCR settings
+    .venv/bin/python benchmarks/guard_bench.py --accuracy ../shared/data/dev/index/openai_moderation.jsonl \
+        --out runs/bench/int8   # int8 vs fp32 quality on labelled prompts
 
 Without ``--artifact`` (and with no ``models/default/``) the benchmark builds a MiniLM artifact
 with seeded random heads: speed does not depend on head weights.
@@ -180,6 +182,42 @@ def ocr_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return {"ocr_rows": rows, **_machine(args)}
 
 
+def int8_accuracy(args: argparse.Namespace) -> dict[str, Any]:
+    """Prompt-task quality of ORT fp32 vs ORT int8 on labelled guard-schema JSONL (same items, same artifact)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    rows = []
+    for path in args.accuracy:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            if row.get("label_prompt_unsafe") in (0, 1) and not row.get("images"):
+                rows.append((str(row["prompt"]), int(row["label_prompt_unsafe"])))
+    random.Random(args.seed).shuffle(rows)
+    rows = rows[: args.accuracy_limit]
+    if len({y for _, y in rows}) < 2:
+        raise SystemExit("--accuracy data needs both safe and unsafe prompt labels")
+    artifact = _ensure_artifact(args.artifact, args.seed)
+    labels = np.array([y for _, y in rows])
+    out: dict[str, Any] = {"n": len(rows), "positives": int(labels.sum()), "artifact": str(artifact)}
+    probs, flags = {}, {}
+    for kind in ("onnx", "onnx-int8"):
+        backend = load_backend(kind, artifact, threads=args.threads, max_batch_size=32)
+        verdicts = [v for i in range(0, len(rows), 32)
+                    for v in backend.score([GuardInput(t) for t, _ in rows[i:i + 32]])]
+        probs[kind] = np.array([v.unsafe_prob for v in verdicts])
+        flags[kind] = np.array([v.flagged for v in verdicts])
+        out[kind] = {"auroc": float(roc_auc_score(labels, probs[kind])),
+                     "accuracy": float((flags[kind] == labels.astype(bool)).mean()),
+                     "recall": float(flags[kind][labels == 1].mean()), "fpr": float(flags[kind][labels == 0].mean())}
+    diff = np.abs(probs["onnx"] - probs["onnx-int8"])
+    out["int8_vs_fp32"] = {"max_abs_prob_diff": float(diff.max()), "mean_abs_prob_diff": float(diff.mean()),
+                           "flag_agreement": float((flags["onnx"] == flags["onnx-int8"]).mean()),
+                           "auroc_change": out["onnx-int8"]["auroc"] - out["onnx"]["auroc"]}
+    print(json.dumps(out, indent=2))
+    return {"accuracy": out, **_machine(args)}
+
+
 def _machine(args: argparse.Namespace) -> dict[str, Any]:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
@@ -198,7 +236,7 @@ def write(doc: dict[str, Any], out: Path) -> None:
     """``out``.json (everything) and ``out``.csv (the rows)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    rows = doc.get("rows") or doc.get("ocr_rows") or []
+    rows = doc.get("rows") or doc.get("ocr_rows") or [doc["accuracy"]]
     with out.with_suffix(".csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -219,6 +257,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="fewer points and reps (a shared machine)")
     p.add_argument("--ocr-sweep", action="store_true", help="only sweep OCR settings")
+    p.add_argument("--accuracy", nargs="+", default=None, metavar="JSONL",
+                   help="only compare ORT fp32 vs int8 quality on these labelled guard-schema files")
+    p.add_argument("--accuracy-limit", type=int, default=1000, help="items sampled (seeded) for --accuracy")
     p.add_argument("--out", default="runs/bench/guard", help="output path stem (.json and .csv)")
     return p
 
@@ -231,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.reps, args.items, args.image_items = min(args.reps, 10), min(args.items, 96), min(args.image_items, 8)
     torch.set_num_threads(args.threads)
-    doc = ocr_sweep(args) if args.ocr_sweep else run(args)
+    doc = ocr_sweep(args) if args.ocr_sweep else int8_accuracy(args) if args.accuracy else run(args)
     write(doc, Path(args.out))
     print(f"wrote {Path(args.out).with_suffix('.json')} and .csv")
     return 0

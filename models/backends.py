@@ -188,12 +188,14 @@ def resolve_artifact(artifact: str | Path | None) -> Path:
 
 
 def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, threads: int | None = None,
-                 max_batch_size: int = 32) -> ScoringBackend:
+                 max_batch_size: int = 32, device: str | None = None) -> ScoringBackend:
     """Open a scoring backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` on ``artifact``.
 
     ``artifact`` None means ``models/default/``. ``threads`` pins intra-op threads (None: the
     runtime's default, or ``$SPAGUARD_THREADS``). Raises ``ArtifactMismatchError`` when the
-    artifact's card does not match the encoder weights or node keys found here.
+    artifact's card does not match the encoder weights or node keys found here. ``device`` (torch
+    only): ``"cpu"`` / ``"cuda"``; None picks CUDA when available. ONNX Runtime takes its CUDA
+    provider whenever onnxruntime-gpu provides it.
     """
     if kind not in BACKEND_KINDS:
         raise ValueError(f"unknown backend {kind!r}; expected one of {BACKEND_KINDS}")
@@ -201,7 +203,11 @@ def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, thre
     if threads is None and os.environ.get("SPAGUARD_THREADS"):
         threads = int(os.environ["SPAGUARD_THREADS"])
     if kind == "torch":
-        return TorchBackend(folder, threads=threads, max_batch_size=max_batch_size)
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return TorchBackend(folder, threads=threads, max_batch_size=max_batch_size, device=device)
     return OnnxBackend(folder, threads=threads, max_batch_size=max_batch_size, int8=kind == "onnx-int8")
 
 
