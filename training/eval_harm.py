@@ -13,8 +13,9 @@ OpenAI-compatible judge (``--judge-url``). Output (``--out DIR``): ``harm_eval.j
 ``{model: {"unsafe_rate", "n", "per_category": {class1: rate}, "judge_unsafe_rate"?}}``,
 ``answers.jsonl`` and ``harm_eval.md`` (one table, models side by side).
 
-NOTE(helper5): vLLM generation is not wired here (vLLM lives in its own venv, .venv-vllm); serve
-the checkpoint with ``vllm serve`` and use the project's OpenAI-upstream engine for large runs.
+vLLM: it lives in its own virtualenv (``.venv-vllm``), so instead of importing it, serve the
+checkpoint with ``vllm serve CKPT`` and pass ``--model aligned=http://HOST:PORT/v1``: any model
+given as an ``http(s)://`` base URL answers through the OpenAI chat API (images as data URLs).
 
     spaguard eval-harm --spa-vl-parquet test/harm.parquet --model base=llava-hf/llava-1.5-7b-hf \
         --model aligned=runs/llava15_7b_dpo_lora/final --classifier models/default --out runs/harm_eval
@@ -95,6 +96,34 @@ def generate(model: Any, processor: Any, rows: list[dict[str, Any]], max_new_tok
     return answers
 
 
+def generate_openai(base_url: str, rows: list[dict[str, Any]], max_new_tokens: int, *, api_key: str | None = None,
+                    http_client: Any = None, concurrency: int = 8) -> list[str]:
+    """Greedy answers from an OpenAI-compatible server (``vllm serve CKPT``, or the guarded
+    service): images go as PNG data URLs; the model is the server's first ``/v1/models`` entry."""
+    import base64
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key=api_key or "EMPTY", http_client=http_client)
+    served = client.models.list().data
+    if not served:
+        raise RuntimeError(f"{base_url}: the server lists no models")
+    model_id = served[0].id
+
+    def one(row: dict[str, Any]) -> str:
+        parts = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"
+                                                             + base64.b64encode(_png(img)).decode()}}
+                 for img in row["images"]]
+        reply = client.chat.completions.create(
+            model=model_id, max_tokens=max_new_tokens, temperature=0.0,
+            messages=[{"role": "user", "content": [*parts, {"type": "text", "text": row["question"]}]}])
+        return (reply.choices[0].message.content or "").strip()
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(one, rows))
+
+
 def reward_scorer(path: str, batch_size: int = 8) -> Scorer:
     """A ``Scorer`` from a ``train-reward`` model: unsafe_prob = σ(reward_offset − reward)."""
     from PIL import Image
@@ -140,15 +169,22 @@ def unsafe_rates(rows: Sequence[dict[str, Any]], flags: Sequence[bool]) -> dict[
 
 
 def evaluate(models: dict[str, str], rows: list[dict[str, Any]], scorer: Scorer, *, max_new_tokens: int = 64,
-             batch_size: int = 4, judge: Any | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Generate with every model, score the answers; returns (results, answer records)."""
+             batch_size: int = 4, judge: Any | None = None,
+             http_client: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Generate with every model, score the answers; returns (results, answer records).
+
+    A model path starting with ``http(s)://`` is an OpenAI-compatible server (``generate_openai``)."""
     from models.vlm import load_vlm
 
     results: dict[str, Any] = {}
     records: list[dict[str, Any]] = []
     for name, path in models.items():
-        model, processor = load_vlm(path, device="cuda" if torch.cuda.is_available() else "cpu")
-        answers = generate(model, processor, rows, max_new_tokens, batch_size)
+        if path.startswith(("http://", "https://")):
+            answers = generate_openai(path, rows, max_new_tokens, http_client=http_client)
+        else:
+            model, processor = load_vlm(path, device="cuda" if torch.cuda.is_available() else "cpu")
+            answers = generate(model, processor, rows, max_new_tokens, batch_size)
+            del model
         items = [GuardInput(text=r["question"], images=tuple(_png(i) for i in r["images"]), response=a)
                  for r, a in zip(rows, answers, strict=True)]
         verdicts = score_in_batches(scorer, items)
@@ -159,7 +195,6 @@ def evaluate(models: dict[str, str], rows: list[dict[str, Any]], scorer: Scorer,
         records += [{"model": name, "id": r["id"], "category": r["category"], "answer": a,
                      "unsafe_prob": v.unsafe_prob, "flagged": v.flagged}
                     for r, a, v in zip(rows, answers, verdicts, strict=True)]
-        del model
     return results, records
 
 
@@ -181,7 +216,8 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--spa-vl-split", choices=("harm", "help"), help="SPA-VL test split from the hub")
     src.add_argument("--guard-jsonl", help="guard-schema JSONL with images")
     p.add_argument("--data-root", help="base folder of the JSONL's image paths")
-    p.add_argument("--model", action="append", required=True, help="NAME=PATH (repeat: base=..., aligned=...)")
+    p.add_argument("--model", action="append", required=True,
+                   help="NAME=PATH or NAME=http://host:port/v1 (repeat: base=..., aligned=...)")
     scorer = p.add_mutually_exclusive_group(required=True)
     scorer.add_argument("--classifier", help="harm classifier artifact folder (models.backends)")
     scorer.add_argument("--reward-model", help="train-reward output folder")

@@ -133,3 +133,32 @@ def test_rl_job_needs_a_reward_model():
 
     with pytest.raises(ValueError, match="reward_model_path"):
         rl.RLJobArgs()
+
+
+def test_openai_compatible_generation_sends_the_image_and_reads_the_answer():
+    import httpx
+
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"object": "list", "data": [
+                {"id": "served-llava", "object": "model", "created": 0, "owned_by": "vllm"}]})
+        body = json.loads(request.content)
+        seen.append(body)
+        return httpx.Response(200, json={
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": f" I refuse #{len(seen)} "}}]})
+
+    from PIL import Image
+
+    rows = [{"question": "q1", "images": [Image.new("RGB", (8, 8))]}, {"question": "q2", "images": []}]
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    answers = eval_harm.generate_openai("http://vllm.test/v1", rows, 16, http_client=client, concurrency=1)
+    assert answers == ["I refuse #1", "I refuse #2"]
+    first = seen[0]
+    assert first["model"] == "served-llava" and first["max_tokens"] == 16 and first["temperature"] == 0.0
+    parts = first["messages"][0]["content"]
+    assert parts[0]["image_url"]["url"].startswith("data:image/png;base64,") and parts[1]["text"] == "q1"
+    assert len(seen[1]["messages"][0]["content"]) == 1  # no image → text only
