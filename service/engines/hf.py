@@ -202,6 +202,16 @@ def _collate(encodings: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str,
     return batch
 
 
+def _check_params(p: SamplingParams) -> None:
+    """Reject values ``generate`` would crash on (the API layer validates too; engines stand alone)."""
+    if p.max_tokens < 1:
+        raise EngineBadRequest(f"max_tokens must be at least 1, got {p.max_tokens}")
+    if p.temperature < 0:
+        raise EngineBadRequest(f"temperature must be >= 0, got {p.temperature}")
+    if not 0 < p.top_p <= 1:
+        raise EngineBadRequest(f"top_p must be in (0, 1], got {p.top_p}")
+
+
 def _params_key(p: SamplingParams) -> tuple:
     """Rows with equal keys can share one ``generate`` call; max_tokens and stop are per row."""
     return (p.temperature, p.top_p, p.seed, p.presence_penalty, p.frequency_penalty)
@@ -259,6 +269,8 @@ class TransformersEngine:
         if self._executor is not None:  # waits for a running batch; its rows are aborted above
             await asyncio.to_thread(self._executor.shutdown, wait=True)
             self._executor = None
+        for job in list(self._jobs.values()):  # queued requests never ran: do not leave them hanging
+            self._emit(job, EngineUnavailable("transformers engine shut down"))
         self.model = self.processor = None
 
     async def check_health(self) -> None:
@@ -275,6 +287,7 @@ class TransformersEngine:
             raise EngineUnavailable("transformers engine is not open")
         if request.request_id in self._jobs:
             raise EngineBadRequest(f"request id {request.request_id!r} is already running")
+        _check_params(request.params)
         job = _Job(request, asyncio.Queue())
         self._jobs[request.request_id] = job
         try:

@@ -162,5 +162,5 @@ class VLLMEngine:
         except Exception as exc:  # noqa: BLE001 - vLLM raises its own hierarchy; map it once here
             raise map_vllm_error(exc) from exc
         finally:
-            if not finished:  # the consumer went away (or failed) before the end: free the slot
+            if not finished and self._llm is not None:  # the consumer left early: free the slot
                 await self._llm.abort(rid)

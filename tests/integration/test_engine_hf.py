@@ -184,3 +184,37 @@ async def test_health_and_generate_after_close_are_unavailable() -> None:
         await engine.check_health()
     with pytest.raises(EngineUnavailable):
         await _run(engine, _req("closed"))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"max_tokens": 0}, "max_tokens"), ({"temperature": -1.0}, "temperature"), ({"top_p": 0.0}, "top_p")],
+)
+async def test_invalid_sampling_params_are_bad_requests(params: dict, message: str) -> None:
+    async with TransformersEngine(EngineConfig()) as engine:
+        with pytest.raises(EngineBadRequest, match=message):
+            await _run(engine, _req("bad", **params))
+
+
+async def test_closing_the_engine_releases_running_and_queued_requests() -> None:
+    engine = TransformersEngine(EngineConfig(max_batch_size=1))
+    await engine.__aenter__()
+    started = asyncio.Event()
+
+    async def running() -> list[EngineOutput]:
+        outs = []
+        async for out in engine.generate(_req("running", max_tokens=400)):
+            outs.append(out)
+            started.set()
+        return outs
+
+    first = asyncio.create_task(running())
+    await started.wait()
+    queued = asyncio.create_task(_run(engine, _req("queued", max_tokens=2)))  # waits: batch size 1
+    await asyncio.sleep(0.05)
+    await engine.__aexit__(None, None, None)
+    results = await asyncio.wait_for(asyncio.gather(first, queued, return_exceptions=True), 30)
+    assert isinstance(results[1], EngineUnavailable)
+    assert isinstance(results[0], (list, EngineUnavailable))  # aborted quietly or told it shut down
+    if isinstance(results[0], list):
+        assert all(o.finish_reason is None for o in results[0])
