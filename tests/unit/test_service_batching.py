@@ -87,7 +87,7 @@ async def test_error_reaches_every_caller_and_batcher_survives() -> None:
 
 
 async def test_wrong_number_of_results_fails_clearly() -> None:
-    b = _batcher(lambda items: [1], max_wait_s=0.1)
+    b = _batcher(lambda items: items[:-1], max_wait_s=0.1, isolate_failures=False)
     b.start()
     try:
         results = await asyncio.gather(b.submit(1), b.submit(2), return_exceptions=True)
@@ -194,3 +194,44 @@ async def test_stop_fails_waiting_callers_and_submit_needs_start() -> None:
 def test_rejects_bad_knobs(kw: dict) -> None:
     with pytest.raises(ValueError):
         _batcher(Recorder(), **kw)
+
+
+async def test_one_bad_item_fails_only_its_caller() -> None:
+    def fn(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise ValueError("item 13 is poison")
+        return [i * 10 for i in items]
+
+    b = _batcher(fn, max_wait_s=0.1)
+    b.start()
+    try:
+        results = await asyncio.gather(*(b.submit(i) for i in (1, 13, 2)), return_exceptions=True)
+    finally:
+        await b.stop()
+    assert results[0][0] == 10 and results[2][0] == 20
+    assert isinstance(results[1], ValueError)
+    assert results[0][1].batch_size == 1  # answered by the one-at-a-time retry
+
+
+async def test_without_isolation_the_batch_error_reaches_all() -> None:
+    fn = Recorder(fail=True)
+    b = _batcher(fn, max_wait_s=0.1, isolate_failures=False)
+    b.start()
+    try:
+        results = await asyncio.gather(*(b.submit(i) for i in range(3)), return_exceptions=True)
+    finally:
+        await b.stop()
+    assert all(isinstance(r, RuntimeError) for r in results) and len(fn.batches) == 1
+
+
+async def test_stop_fails_the_batch_in_flight() -> None:
+    gate = threading.Event()
+    fn = Recorder(gate=gate)
+    b = _batcher(fn, max_wait_s=0.0)
+    b.start()
+    task = asyncio.create_task(b.submit(1))
+    await asyncio.to_thread(fn.entered.wait, 5)
+    await b.stop()
+    gate.set()
+    with pytest.raises(ServiceUnavailable):
+        await task
