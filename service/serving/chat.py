@@ -219,6 +219,7 @@ class ServingChat:
                 with anyio.CancelScope(shield=True):
                     await asyncio.gather(producer, return_exceptions=True)
                     await self.engine.abort(ctx.request_id)
+                log.info("stream %s ended early; engine request aborted", ctx.request_id)
         yield DONE
 
     async def _produce(
