@@ -12,7 +12,7 @@ is measured/limit.
 
     .venv/bin/python benchmarks/guard_bench.py --threads 2 --out runs/bench/guard   # full run
     .venv/bin/python benchmarks/guard_bench.py --quick --out runs/bench/guard       # a short run
-    .venv/bin/python benchmarks/guard_bench.py --ocr-sweep --out runs/bench/ocr     # OCR settings
+    .venv/bin/python benchmarks/guard_bench.py --ocr-sweep --ocr-threads 1 --out runs/bench/ocr  # OCR settings
     .venv/bin/python benchmarks/guard_bench.py --accuracy ../shared/data/dev/index/openai_moderation.jsonl \
         --out runs/bench/int8   # int8 vs fp32 quality on labelled prompts
 
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peak = matmul_peak(args.threads)
     backends = {k: load_backend(k, artifact, threads=args.threads, max_batch_size=max(args.batch_sizes))
                 for k in args.backends}
-    ocr = OcrReader(OcrConfig(threads=args.threads))
+    ocr = OcrReader(OcrConfig(threads=args.ocr_threads))
     for b in backends.values():  # one pinned-thread OCR reader for every backend
         (b.model.featurizer if hasattr(b, "model") else b.featurizer).ocr = ocr
     counter_model = backends["torch"].model if "torch" in backends else None
@@ -166,7 +166,7 @@ def ocr_sweep(args: argparse.Namespace) -> dict[str, Any]:
             pages.append((render_text_image(lines, size, font), set(" ".join(lines).split())))
         for max_side in (480, 640, 800, 960):
             for use_cls in (False, True):
-                reader = OcrReader(OcrConfig(max_side=max_side, use_cls=use_cls, threads=args.threads))
+                reader = OcrReader(OcrConfig(max_side=max_side, use_cls=use_cls, threads=args.ocr_threads))
                 reader.read(pages[0][0])  # build sessions
                 times, hits, total = [], 0, 0
                 for image, words in pages:
@@ -223,7 +223,7 @@ def _machine(args: argparse.Namespace) -> dict[str, Any]:
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     return {"machine": {"cpu": cpu, "cores": os.cpu_count(), "loadavg": os.getloadavg(),
                         "python": platform.python_version(), "torch": torch.__version__},
-            "threads": args.threads, "seed": args.seed, "date": datetime.now(timezone.utc).isoformat(),
+            "threads": args.threads, "ocr_threads": getattr(args, "ocr_threads", None), "seed": args.seed, "date": datetime.now(timezone.utc).isoformat(),
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
 
 
@@ -251,6 +251,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="comma-separated batch sizes")
     p.add_argument("--max-image-batch", type=int, default=8, help="largest batch size for image mode (OCR is slow)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for torch, ORT and OCR")
+    p.add_argument("--ocr-threads", type=int, default=1, help="intra-op threads of the OCR sessions")
     p.add_argument("--reps", type=int, default=30, help="max timed calls per point")
     p.add_argument("--items", type=int, default=256, help="text items per point (reps = items / batch, ≥ 3)")
     p.add_argument("--image-items", type=int, default=16, help="image items per point")

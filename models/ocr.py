@@ -37,16 +37,20 @@ MAX_PIXELS = 40_000_000
 class OcrConfig:
     """Knobs of the OCR pipeline (RapidOCR PP-OCRv4 det + rec; angle classifier optional)."""
 
-    max_side: int = 960
-    """Images are downscaled (area interpolation) so their longest side is ≤ this before detection."""
+    max_side: int = 640
+    """Images are downscaled (area interpolation) so their longest side is ≤ this before detection.
+    640 kept full word recall on rendered 760x400 pages and the same recall as 960 on 1280x960 ones
+    at lower latency; 480 lost 11-14 % of words (docs/benchmarks.md). Small print in large images is
+    the price: raise it for screenshot-heavy traffic."""
     use_cls: bool = False
     """Run the 0/180-degree text-angle classifier (off: upright text is the common case)."""
     text_score: float = 0.5
     """Recognised lines scoring below this are dropped."""
     blank_std: float = 2.0
     """Per-channel pixel std below which an image is treated as blank (no text) without running OCR."""
-    threads: int | None = None
-    """Intra-op threads of each ORT session (None: ORT's default, all cores)."""
+    threads: int | None = 1
+    """Intra-op threads of each ORT session (None: ORT's default, all cores). 1 measured 2.5-4x faster
+    than 2 on the shared 2-core box (rapidocr's sessions spin-wait), and leaves a core to the encoder."""
     cache_size: int = 1024
     """Entries in the sha256 -> text LRU cache."""
 
