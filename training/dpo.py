@@ -84,7 +84,9 @@ class ReloadCheckpointWeightsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001 - Trainer signature
         ckpt = Path(self.checkpoint) if self.checkpoint else None
-        if ckpt is None or model is None or args.deepspeed or args.fsdp:
+        distributed_format = (args.deepspeed or getattr(args, "deepspeed_plugin", None) is not None or args.fsdp
+                              or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true")
+        if ckpt is None or model is None or distributed_format:
             return
         if not any(ckpt.glob("model*.safetensors")):  # adapter-only checkpoint
             return

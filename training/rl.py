@@ -106,7 +106,7 @@ def train(data_args: SpaVLDataArgs, job: RLJobArgs, grpo_args: Any, model_args: 
     """Run one GRPO job; returns ``{"log_history", "output_dir"}``."""
     from trl import GRPOTrainer
 
-    from training.dpo import DPOJobArgs, JsonlLogCallback, load_model_and_processor, peft_config_for
+    from training.dpo import DPOJobArgs, JsonlLogCallback, load_model_and_processor, peft_config_for, save_final
 
     model, processor = load_model_and_processor(model_args, job.freeze_vision_tower)
     dataset, report = prompt_dataset(data_args)
@@ -117,7 +117,7 @@ def train(data_args: SpaVLDataArgs, job: RLJobArgs, grpo_args: Any, model_args: 
                           processing_class=processor, peft_config=peft,
                           callbacks=[JsonlLogCallback(out / "metrics.jsonl")])
     trainer.train()
-    trainer.save_model(str(out / "final"))
+    save_final(trainer, processor, out, merge_lora=True)  # final/ loads with from_pretrained, like DPO's
     (out / "data_report.json").write_text(json.dumps({k: v.as_dict() for k, v in report.items()}, indent=2))
     return {"log_history": trainer.state.log_history, "output_dir": str(out)}
 

@@ -162,3 +162,21 @@ def test_openai_compatible_generation_sends_the_image_and_reads_the_answer():
     parts = first["messages"][0]["content"]
     assert parts[0]["image_url"]["url"].startswith("data:image/png;base64,") and parts[1]["text"] == "q1"
     assert len(seen[1]["messages"][0]["content"]) == 1  # no image → text only
+
+
+def test_judge_rate_is_reported_next_to_the_classifier_rate(assets):
+    class FakeJudge:  # the training.teachers.JudgeClient surface eval_harm uses
+        def __init__(self):
+            self.calls = 0
+
+        def judge(self, prompt, response):
+            self.calls += 1
+            return type("J", (), {"unsafe": self.calls % 2 == 1})()
+
+    rows = [{"id": str(i), "question": f"q{i}", "images": [], "category": "c"} for i in range(4)]
+    judge = FakeJudge()
+    results, records = eval_harm.evaluate(
+        {"base": str(assets / "llava")}, rows, lambda items: [Verdict("response", 0.9, True)] * len(items),
+        max_new_tokens=4, batch_size=2, judge=judge)
+    assert results["base"]["unsafe_rate"] == 1.0 and results["base"]["judge_unsafe_rate"] == 0.5
+    assert judge.calls == 4 and len(records) == 4
