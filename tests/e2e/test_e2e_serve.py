@@ -146,7 +146,9 @@ def test_metrics_and_health(vlm: str) -> None:
 @pytest.fixture(scope="module")
 def prompt_blocker(workdir: Path) -> Iterator[str]:
     artifact = tiny_guard_artifact(workdir, prompt=True, response=False)
-    args = ["--engine", "fake", "--model", str(workdir / "script.json"), *_guard_args(artifact)]
+    config = workdir / "prompt_blocker.yaml"  # settings from YAML, flags on top
+    config.write_text(f"engine: fake\nmodel: {workdir / 'script.json'}\nguard-mode: annotate\n")
+    args = ["--config", str(config), "--guard-mode", "block", *_guard_args(artifact)]
     with spaguard_server(args, workdir / "prompt_blocker.log") as base:
         yield base
 
