@@ -250,9 +250,9 @@ class TransformersEngine:
             self.model, self.processor = await self._loop.run_in_executor(
                 self._executor, lambda: load_vlm(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
             )
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, ... all mean "cannot serve"
             self._executor.shutdown(wait=False)
-            raise
+            raise EngineUnavailable(f"cannot load VLM {cfg.model!r}: {type(exc).__name__}: {exc}") from exc
         model_len = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         self.max_model_len = min(x for x in (cfg.max_model_len, model_len, 1 << 30) if x)
         self._pending = asyncio.Queue()

@@ -3,14 +3,18 @@ generate, stream, batch concurrent requests, abort, reject bad input, keep the l
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 
-import pytest
+# Before transformers/huggingface_hub read it (they do at import time); nothing here needs the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from service.engines import build_engine
-from service.engines.base import (
+import asyncio  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from service.engines import build_engine  # noqa: E402
+from service.engines.base import (  # noqa: E402
     ChatMessage,
     EngineBadRequest,
     EngineConfig,
@@ -20,10 +24,9 @@ from service.engines.base import (
     ImagePart,
     SamplingParams,
 )
-from service.engines.hf import TINY_MODEL_NAME, TransformersEngine
-from tests.tiny import astronaut_png
+from service.engines.hf import TINY_MODEL_NAME, TransformersEngine  # noqa: E402
+from tests.tiny import astronaut_png  # noqa: E402
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +221,11 @@ async def test_closing_the_engine_releases_running_and_queued_requests() -> None
     assert isinstance(results[0], (list, EngineUnavailable))  # aborted quietly or told it shut down
     if isinstance(results[0], list):
         assert all(o.finish_reason is None for o in results[0])
+
+
+async def test_unloadable_model_is_a_clear_unavailable_error(tmp_path) -> None:
+    engine = TransformersEngine(EngineConfig(model=str(tmp_path / "no-such-model")))
+    with pytest.raises(EngineUnavailable, match="cannot load VLM"):
+        async with engine:
+            pass
+    assert engine.random_weights is False

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
-from PIL import Image
-
-from models.vlm import TINY_ARCHS, build_tiny_vlm, load_vlm, save_tiny_vlm
-
+# Before transformers/huggingface_hub read it (they do at import time); nothing here needs the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from models.vlm import TINY_ARCHS, build_tiny_vlm, load_vlm, save_tiny_vlm  # noqa: E402
+
 
 _MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Qu'est-ce que c'est? ✓"}]}]
 
