@@ -105,24 +105,30 @@ def make_parser():
 
 
 def load_model_and_processor(model_args: Any, freeze_vision_tower: bool):
-    """Auto-class load of a VLM checkpoint (hub id or directory) and its processor."""
+    """Auto-class load of ``ModelConfig.model_name_or_path`` (hub id or directory) and its processor."""
+    return load_vlm_for_training(model_args.model_name_or_path, freeze_vision_tower, dtype=model_args.dtype,
+                                 revision=model_args.model_revision,
+                                 attn_implementation=model_args.attn_implementation)
+
+
+def load_vlm_for_training(name_or_path: str | None, freeze_vision_tower: bool, *, dtype: str | None = None,
+                          revision: str | None = None, attn_implementation: str | None = None):
+    """``(model, processor)`` through the Auto classes, vision tower frozen on request."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if not model_args.model_name_or_path:
+    if not name_or_path:
         raise ValueError("model_name_or_path is required (hub id or local checkpoint directory)")
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    torch_dtype = dtype if dtype in (None, "auto") else getattr(torch, dtype)
     model = AutoModelForImageTextToText.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, dtype=dtype,
-        attn_implementation=model_args.attn_implementation,
-    )  # fmt: skip
-    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+        name_or_path, revision=revision, dtype=torch_dtype, attn_implementation=attn_implementation)
+    processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
     if not hasattr(processor, "image_processor"):
         # NOTE(helper5): without torchvision, AutoProcessor falls back to the bare tokenizer for
         # Qwen2-VL; models.vlm knows how to rebuild the image-only processor (ask: make it public).
         from models.vlm import _load_processor
 
-        processor = _load_processor(model_args.model_name_or_path, model.config.model_type)
+        processor = _load_processor(name_or_path, model.config.model_type)
     if freeze_vision_tower:
         freeze_vision(model)
     return model, processor

@@ -59,12 +59,21 @@ class RewardJobConfig:
     logging_steps: int = field(default=10, metadata={"help": "Log every N steps to metrics.jsonl."})
     seed: int = field(default=42, metadata={"help": "Seed for the head init and data order."})
     device: str = field(default="auto", metadata={"help": "cpu | cuda | auto."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the language model (0: no LoRA)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_target_regex: str = field(
+        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        metadata={"help": "PEFT target_modules regex (full match) of the LoRA adapters."},
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations (memory)."})
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.per_device_train_batch_size < 1 or self.num_train_epochs < 1:
             raise ValueError("per_device_train_batch_size and num_train_epochs must be >= 1")
+        if self.lora_r < 0 or (self.lora_r and not self.train_backbone):
+            raise ValueError("lora_r must be >= 0, and LoRA needs train_backbone: true")
 
 
 class VLMRewardModel(nn.Module):
@@ -106,22 +115,25 @@ def _device(name: str) -> torch.device:
 
 def build(cfg: RewardJobConfig):
     """``(VLMRewardModel, processor)`` from ``cfg.model_name_or_path``."""
-    from training.dpo import freeze_vision, load_model_and_processor
+    from training.dpo import load_vlm_for_training
 
-    if not cfg.model_name_or_path:
-        raise ValueError("model_name_or_path is required")
-
-    class _M:  # the few ModelConfig fields load_model_and_processor reads
-        model_name_or_path, model_revision, attn_implementation = cfg.model_name_or_path, None, None
-        dtype = cfg.dtype
-
-    vlm, processor = load_model_and_processor(_M, freeze_vision_tower=False)
-    if cfg.freeze_vision_tower:
-        freeze_vision(vlm)
+    vlm, processor = load_vlm_for_training(cfg.model_name_or_path, cfg.freeze_vision_tower, dtype=cfg.dtype)
     if not cfg.train_backbone:
         vlm.requires_grad_(False)
+    peft_model = None
+    if cfg.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        # get_peft_model injects the adapters into ``vlm``'s own modules and freezes the rest;
+        # the wrapper is kept only to merge before saving.
+        peft_model = get_peft_model(vlm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                    target_modules=cfg.lora_target_regex))
+    if cfg.gradient_checkpointing:
+        vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     vlm.config.use_cache = False
-    return VLMRewardModel(vlm, cfg.seed), processor
+    model = VLMRewardModel(vlm, cfg.seed)
+    model.peft_wrappers = [peft_model] if peft_model is not None else []  # a list: not a registered submodule
+    return model, processor
 
 
 @torch.no_grad()
@@ -179,6 +191,9 @@ def fit(model: VLMRewardModel, collator: Any, train_rows: list[dict], cfg: Rewar
 def save(model: VLMRewardModel, processor: Any, out: Path, card: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
+    for wrapper in getattr(model, "peft_wrappers", []):
+        wrapper.merge_and_unload()  # folds the adapters into model.vlm's weights, in place
+    model.peft_wrappers = []
     model.vlm.save_pretrained(out / "backbone")
     processor.save_pretrained(out / "backbone")
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, out / "reward_head.safetensors")

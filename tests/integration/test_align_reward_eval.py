@@ -180,3 +180,26 @@ def test_judge_rate_is_reported_next_to_the_classifier_rate(assets):
         max_new_tokens=4, batch_size=2, judge=judge)
     assert results["base"]["unsafe_rate"] == 1.0 and results["base"]["judge_unsafe_rate"] == 0.5
     assert judge.calls == 4 and len(records) == 4
+
+
+def test_lora_reward_model_merges_on_save_and_scores_the_same_after_reload(assets, tmp_path):
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from training.data import spa_vl
+
+    out = tmp_path / "reward_lora"
+    argv = ["--config", str(CONFIGS / "tiny_llava_reward_lora_cpu.yaml"), "--data_files",
+            str(assets / "train.parquet"), "--model_name_or_path", str(assets / "llava"), "--output_dir", str(out),
+            "--max_steps", "3"]
+    assert reward.main(argv) == 0
+    card = json.loads((out / "reward_card.json").read_text())
+    model, processor, _ = reward.load_reward_model(out, device="cpu")
+    assert not any("lora" in n for n, _ in model.named_parameters())  # merged, plain backbone
+    rows = list(spa_vl.convert(spa_vl.parquet_rows(str(assets / "train.parquet"))))
+    chosen, _ = reward.score_pairs(model, DataCollatorForVisionPreference(processor=processor), rows)
+    assert sum(chosen) / len(chosen) == pytest.approx(card["mean_reward_chosen"], abs=1e-4)
+
+
+def test_reward_lora_needs_a_trainable_backbone():
+    with pytest.raises(ValueError, match="LoRA needs train_backbone"):
+        reward.RewardJobConfig(model_name_or_path="x", lora_r=4, train_backbone=False)
