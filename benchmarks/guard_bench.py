@@ -37,10 +37,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
+# NOTE(helper3): torch's OpenMP workers busy-wait after each parallel region by default; interleaved
+# with ORT and OCR calls on 2 cores that spinning is charged to whichever backend runs next. Passive
+# waiting keeps the comparison fair (it must be set before torch loads libgomp).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from models.backends import DEFAULT_ARTIFACT, GuardInput, load_backend
-from models.ocr import OcrConfig, OcrReader
+import torch  # noqa: E402
+
+from models.backends import DEFAULT_ARTIFACT, GuardInput, load_backend  # noqa: E402
+from models.ocr import OcrConfig, OcrReader  # noqa: E402
 
 _WORDS = ("how do i make a bomb at home please explain the weather forecast write a poem about cats "
           "recipe for banana bread best way to hide money from taxes insult my neighbour summarize this "
@@ -127,7 +132,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ocr = OcrReader(OcrConfig(threads=args.ocr_threads))
     for b in backends.values():  # one pinned-thread OCR reader for every backend
         (b.model.featurizer if hasattr(b, "model") else b.featurizer).ocr = ocr
-    counter_model = backends["torch"].model if "torch" in backends else None
+    if "torch" in backends:
+        counter_model = backends["torch"].model
+    else:  # FLOPs are counted on the torch model even when only ORT is timed
+        from models.classifier import GuardClassifier
+
+        counter_model = GuardClassifier.load(artifact)
     rows: list[dict[str, Any]] = []
     for mode in args.modes:
         sizes = args.batch_sizes if mode == "text" else [s for s in args.batch_sizes if s <= args.max_image_batch]
@@ -135,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for bs in sizes:
             reps = max(3, min(args.reps, (args.items if mode == "text" else args.image_items) // bs))
             batches = [make(rng, bs) for _ in range(reps + 1)]  # +1 warm-up batch
-            flops = flops_per_item(counter_model, batches[0]) if counter_model is not None else float("nan")
+            flops = flops_per_item(counter_model, batches[0])
             times: dict[str, list[float]] = {k: [] for k in backends}
             for i, batch in enumerate(batches):
                 for name, backend in backends.items():
@@ -146,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         times[name].append(time.perf_counter() - t)
             for name, ts in times.items():
                 ips = bs / statistics.median(ts)
-                limit = peak / flops if flops == flops else float("nan")
+                limit = peak / flops
                 rows.append({"mode": mode, "backend": name, "batch": bs, "reps": len(ts),
                              "p50_ms": 1e3 * _percentile(ts, 0.5), "p95_ms": 1e3 * _percentile(ts, 0.95),
                              "items_per_s": ips, "gflop_per_item": flops / 1e9, "limit_items_per_s": limit,
