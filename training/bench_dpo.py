@@ -74,17 +74,17 @@ class Result:
     fixed_batch_margin: float
 
 
-def build_llava_7b_shape(tiny: bool, seed: int):
-    """``(model, processor)``: random weights, LLaVA-1.5-7B shapes (or the tiny LLaVA)."""
-    from models.vlm import LLAVA_CHAT_TEMPLATE, build_byte_tokenizer, build_tiny_vlm
+def llava_7b_config_and_processor():
+    """LLaVA-1.5-7B's shapes (CLIP ViT-L/14-336, Llama-2-7B, vocab 32064, 576 image tokens) with the
+    project's byte tokenizer, so no file is downloaded."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    if tiny:
-        return build_tiny_vlm("llava", seed)
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from models.vlm import LLAVA_CHAT_TEMPLATE, build_byte_tokenizer
 
     tok = build_byte_tokenizer(("<pad>", "<s>", "</s>", "<unk>", "<image>"), bos="<s>", eos="</s>", pad="<pad>",
                                unk="<unk>", chat_template=LLAVA_CHAT_TEMPLATE)
+    tok.model_max_length = 4096  # the tiny models' 512 would warn on every 7B-shaped sequence
     vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                               image_size=336, patch_size=14, projection_dim=768)
     text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -93,6 +93,22 @@ def build_llava_7b_shape(tiny: bool, seed: int):
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
                          vision_feature_select_strategy="default", vision_feature_layer=-2, image_seq_length=576,
                          projector_hidden_act="gelu")
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
+        tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=LLAVA_CHAT_TEMPLATE)
+    return config, processor
+
+
+def build_llava_7b_shape(tiny: bool, seed: int):
+    """``(model, processor)``: random weights, LLaVA-1.5-7B shapes on the GPU (or the tiny LLaVA)."""
+    from transformers import LlavaForConditionalGeneration
+
+    from models.vlm import build_tiny_vlm
+
+    if tiny:
+        return build_tiny_vlm("llava", seed)
+    config, processor = llava_7b_config_and_processor()
     torch.manual_seed(seed)
     # Build directly in bf16 on the GPU: a 7B fp32 model on the host would need 28 GB and minutes.
     with torch.device("cuda"):
@@ -102,10 +118,6 @@ def build_llava_7b_shape(tiny: bool, seed: int):
             model = LlavaForConditionalGeneration(config)
         finally:
             torch.set_default_dtype(prev)
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
-        tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=LLAVA_CHAT_TEMPLATE)
     return model, processor
 
 

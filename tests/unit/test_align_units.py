@@ -74,3 +74,20 @@ def test_markdown_table_puts_models_side_by_side():
     assert table[0] == "| | base | aligned |"
     assert table[2] == "| **unsafe rate (all)** | 0.500 | 0.250 |"
     assert table[3] == "| a | 1.000 | 0.500 |" and table[4] == "| b | 0.000 | nan |"
+
+
+def test_bench_model_has_llava_15_7b_shapes_without_allocating():
+    from PIL import Image
+    from transformers import LlavaForConditionalGeneration
+
+    from training.bench_dpo import llava_7b_config_and_processor
+
+    config, processor = llava_7b_config_and_processor()
+    with torch.device("meta"):  # shapes only, no 14 GB allocation
+        model = LlavaForConditionalGeneration(config)
+    assert sum(p.numel() for p in model.parameters()) == 7_063_427_072  # llava-hf/llava-1.5-7b-hf
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text",
+                                                                                           "text": "hi"}]}],
+                                         add_generation_prompt=True)
+    ids = processor(images=[Image.new("RGB", (500, 300))], text=[text], return_tensors="pt")["input_ids"][0]
+    assert int((ids == config.image_token_index).sum()) == 576
