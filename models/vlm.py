@@ -237,15 +237,22 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
     return resolved
 
 
-def _load_processor(name_or_path: str, model_type: str) -> Any:
-    """``AutoProcessor``, except Qwen2-VL without torchvision (see ``ImageOnlyQwen2VLProcessor``)."""
-    processor = AutoProcessor.from_pretrained(name_or_path)
+def load_processor(name_or_path: str, model_type: str, **hub_kwargs: Any) -> Any:
+    """``AutoProcessor``, except Qwen2-VL without torchvision (see ``ImageOnlyQwen2VLProcessor``).
+
+    ``model_type`` is the checkpoint's ``config.model_type``; ``hub_kwargs`` (e.g. ``revision``)
+    go to ``from_pretrained``.
+    """
+    processor = AutoProcessor.from_pretrained(name_or_path, **hub_kwargs)
     if hasattr(processor, "image_processor"):
         return processor
     if model_type == "qwen2_vl":  # AutoProcessor fell back to the bare tokenizer
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(name_or_path)
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(name_or_path, **hub_kwargs)
         return ImageOnlyQwen2VLProcessor(image_processor, processor, chat_template=processor.chat_template)
     raise ValueError(f"{name_or_path}: AutoProcessor returned {type(processor).__name__} without an image processor")
+
+
+_load_processor = load_processor  # NOTE(helper2): training/dpo.py imported the private name first
 
 
 def load_vlm(
@@ -263,7 +270,7 @@ def load_vlm(
             model = model.to(resolved)
     else:
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=resolved)
-        processor = _load_processor(name_or_path, model.config.model_type)
+        processor = load_processor(name_or_path, model.config.model_type)
     return model.to(device).eval(), processor
 
 
