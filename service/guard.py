@@ -139,8 +139,10 @@ class Guard:
     async def _check(self, request_id: str, task: str, items: list[GuardInput]) -> GuardDecision:
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(self.policy.timeout_s):
-                results = await asyncio.gather(*(self.batcher.submit(i) for i in items))
+            async with asyncio.timeout(self.policy.timeout_s), asyncio.TaskGroup() as group:
+                # A TaskGroup: when one window fails, its siblings are cancelled and leave the queue.
+                tasks = [group.create_task(self.batcher.submit(i)) for i in items]
+            results = [t.result() for t in tasks]
         except Exception as exc:  # noqa: BLE001 - the fail policy decides, see _failed
             return self._failed(request_id, task, exc)
         verdict = _most_unsafe([v for v, _ in results])
@@ -258,6 +260,8 @@ def _overall_action(decisions: Sequence[GuardDecision]) -> Action:
 
 def _classify_failure(exc: BaseException) -> tuple[str, APIError]:
     """(metric label, the error to raise under fail-closed)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # from the TaskGroup
+        exc = exc.exceptions[0]
     if isinstance(exc, TimeoutError):
         return "timeout", GatewayTimeout("safety guard timed out", code="guard_timeout")
     if isinstance(exc, APIError) and exc.status in (429, 504):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -221,3 +222,26 @@ async def test_stream_with_large_holdback_scores_all_new_text(make_guard) -> Non
     await sg.push("x" * 1000)
     await sg.push(" poison " + "y" * 1000)
     assert (await sg.finish()).blocked
+
+
+async def test_one_failing_window_fails_the_check_with_its_own_status(make_guard) -> None:
+    guard, _ = await make_guard()
+    real_submit = guard.batcher.submit
+    cancelled: list[str] = []
+
+    async def submit(item: GuardInput):
+        if item.text.startswith("x"):
+            raise Overloaded("guard queue is full")
+        try:
+            await asyncio.sleep(1)  # a slow sibling: must be cancelled, not awaited
+            return await real_submit(item)
+        except asyncio.CancelledError:
+            cancelled.append(item.text[:3])
+            raise
+
+    guard.batcher.submit = submit  # type: ignore[method-assign]
+    long_prompt = GuardInput("a" * PROMPT_SEGMENT_CHARS + "x" * PROMPT_SEGMENT_CHARS)
+    with pytest.raises(Overloaded) as e:
+        await guard.check_input("r", long_prompt)
+    assert e.value.status == 429 and e.value.code == "guard_overloaded"
+    assert cancelled  # siblings left the queue
