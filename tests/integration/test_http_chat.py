@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import build_app
 from service.engines.fake import FakeEngineClient
@@ -264,7 +265,13 @@ async def test_models_health_metrics() -> None:
         assert models["data"][0]["id"] == "fake-vlm" and models["data"][0]["random_weights"]
         assert (await c.get("/health")).status_code == 200
         await c.post("/v1/chat/completions", json=_chat("a bomb"))
-        text = (await c.get("/metrics")).text
+        r = await c.get("/metrics")
+        assert r.headers["content-type"].startswith("text/plain")
+        text = r.text
+        families = {f.name for f in text_string_to_metric_families(text)}  # parseable exposition
+        assert {"guard_request_duration_seconds", "guard_batch_size", "guard_queue_depth",
+                "guard_verdict", "guard_request_failure", "guard_engine_time_to_first_token_seconds",
+                "guard_engine_tokens"} <= families
         assert 'guard_verdict_total{action="block",label="unsafe",task="prompt"} 1.0' in text
         assert "guard_batch_size_bucket" in text and "guard_queue_depth" in text
         assert 'route="/v1/chat/completions",status="200"' in text
