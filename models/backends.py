@@ -266,3 +266,6 @@ class OnnxBackend(_BackendBase):
 
         out = self.session.run(list(OUTPUT_NAMES), ort_feed(self.session, features))
         return dict(zip(OUTPUT_NAMES, out))
+
+
+from models.projection import project_scores, target_names  # noqa: E402,F401 - re-exported for the service
