@@ -26,6 +26,7 @@ def assets(tmp_path_factory):
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("align_dpo")
     fixtures.write_parquet(root / "train.parquet", n=32, seed=0)
+    fixtures.write_parquet(root / "val.parquet", n=8, seed=5)
     for arch in ("llava", "qwen2_vl"):
         save_tiny_vlm(root / arch, arch, 0)
     return root
@@ -49,8 +50,12 @@ def _params(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(("arch", "recipe"), [("llava", "tiny_llava_dpo_cpu.yaml"),
                                               ("qwen2_vl", "tiny_qwen2vl_dpo_cpu.yaml")])
 def test_tiny_dpo_learns_and_moves_every_trainable_parameter(assets, tmp_path, arch, recipe):
-    logs = [r for r in _run(assets, recipe, arch, tmp_path / "out") if "loss" in r]
+    records = _run(assets, recipe, arch, tmp_path / "out", "--eval_data_files", str(assets / "val.parquet"),
+                   "--eval_strategy", "steps", "--eval_steps", "4")
+    logs = [r for r in records if "loss" in r]
     assert len(logs) == 8
+    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+    assert len(evals) == 2 and evals[-1] < 0.6931  # held-out pairs: below the untrained log(2)
     assert logs[-1]["loss"] < logs[0]["loss"] - 0.1
     assert logs[-1]["rewards/accuracies"] > 0.5 and logs[-1]["rewards/margins"] > 0
     before, after = _params(assets / arch), _params(tmp_path / "out" / "final")
@@ -58,7 +63,7 @@ def test_tiny_dpo_learns_and_moves_every_trainable_parameter(assets, tmp_path, a
     unchanged = [k for k, v in before.items() if torch.equal(v, after[k])]
     assert not unchanged, f"parameters that did not train: {unchanged}"
     report = json.loads((tmp_path / "out" / "data_report.json").read_text())
-    assert report["conversion"]["train"]["kept"] == 32
+    assert report["conversion"]["train"]["kept"] == 32 and report["conversion"]["eval"]["kept"] == 8
 
 
 def test_lora_dpo_merges_back_into_the_base_class(assets, tmp_path):
