@@ -14,6 +14,7 @@ when ``api_keys`` is set.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -36,7 +37,9 @@ from service.metrics import GuardMetrics, HTTPMetricsMiddleware
 from service.routes import chat as chat_routes
 from service.routes import health as health_routes
 from service.routes import models as models_routes
+from service.routes import moderations as moderations_routes
 from service.serving.chat import ServingChat
+from service.serving.moderations import ServingModerations
 from service.settings import MAX_BODY_BYTES, ServeSettings
 
 log = logging.getLogger("spaguard.app")
@@ -73,7 +76,7 @@ def build_app(
     app.state.settings = settings
     app.state.metrics = metrics
     register_error_handlers(app)
-    for routes in (chat_routes, models_routes, health_routes):
+    for routes in (chat_routes, moderations_routes, models_routes, health_routes):
         routes.attach_router(app)
     app.add_middleware(RequestGateMiddleware, api_keys=settings.api_keys)
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
@@ -145,6 +148,12 @@ def _init_state(
         model_name=settings.served_model_name or engine.model_name,
         request_timeout_s=settings.request_timeout_s,
         fetcher=fetcher,
+    )
+    # Moderation reports verdicts (annotate) and never answers without one (fail closed); it
+    # shares the batcher and metrics with chat.
+    moderation_policy = dataclasses.replace(policy, mode="annotate", fail_policy="closed")
+    state.serving_moderations = ServingModerations(
+        Guard(batcher, moderation_policy, metrics), fetcher=fetcher
     )
 
 

@@ -224,3 +224,42 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# --- Moderations (OpenAI's /v1/moderations) ---------------------------------------------------
+
+
+class ModerationRequest(_Open):
+    """``input``: one string, a list of strings (one result each), or a list of text/image parts
+    (one result for the whole list). Limits on counts and sizes are checked by the handler."""
+
+    input: str | list[str] | list[ContentPart]
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ModerationRequest:
+        if isinstance(self.input, str):
+            if not self.input.strip():
+                raise ValueError("input must not be empty")
+        elif not self.input:
+            raise ValueError("input must not be an empty list")
+        elif any(isinstance(x, str) and not x.strip() for x in self.input):
+            raise ValueError("input strings must not be empty")
+        return self
+
+
+class ModerationResult(BaseModel):
+    """One moderated input: OpenAI's fields over its 13 category names, plus ``spa_vl``, the
+    classifier's own verdict (fired SPA-VL taxonomy nodes and their probabilities)."""
+
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[Literal["text", "image"]]]
+    spa_vl: TaskVerdict
+
+
+class ModerationResponse(BaseModel):
+    id: str = Field(default_factory=lambda: f"modr-{uuid.uuid4().hex}")
+    model: str
+    results: list[ModerationResult]

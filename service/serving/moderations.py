@@ -1,0 +1,135 @@
+"""``ServingModerations.create_moderation``: OpenAI's moderation API served by the harm classifier.
+
+Pipeline: validate limits → load images (``service.images``: data: URLs, or http(s) only with a
+``RemoteImageFetcher`` and its SSRF rules) → one ``Guard.check_input`` per result, concurrently
+(so they share classifier batches and the guard's metrics) → project each ``Verdict`` onto
+OpenAI's 13 categories.
+
+Result semantics:
+* ``category_scores[name]``: the max probability of the taxonomy nodes that map to ``name``
+  (``project_scores(verdict.scores, "openai")``); 0.0 when no node maps to it.
+* ``categories[name]``: true when a node that *fired* (``Verdict.categories``: above its own
+  threshold) maps to ``name``.
+* ``flagged``: the classifier's own decision (``Verdict.flagged``) or any category true, so a
+  harmful input whose nodes have no OpenAI counterpart (e.g. privacy) is still flagged.
+* ``category_applied_input_types``: the input types this result was scored on, for every
+  category (the classifier reads text and images, including the text inside images, for all).
+* ``spa_vl``: the classifier's verdict (probability, flag, fired nodes).
+
+The guard here always annotates and fails closed: a moderation answer without a verdict would be
+a silent pass. Limits: ``MAX_MODERATION_INPUTS`` strings (400), ``MAX_IMAGES_PER_REQUEST`` images
+(400), ``MAX_CHARS`` characters in all (413).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from starlette.requests import Request
+
+from models.backends import GuardInput, project_scores, target_names
+from service.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceUnavailable
+from service.guard import Guard, GuardDecision
+from service.images import RemoteImageFetcher, load_image
+from service.protocol import (
+    ImagePartParam,
+    ModerationRequest,
+    ModerationResponse,
+    ModerationResult,
+    TaskVerdict,
+    TextPart,
+)
+from service.settings import MAX_CHARS, MAX_IMAGES_PER_REQUEST
+
+MAX_MODERATION_INPUTS = 32  # strings per request; each is one classifier item (or more if long)
+PROJECTION_TARGET = "openai"
+MODERATION_MODEL_NAME = "spa-guard-moderation"  # what responses report as ``model``
+# Model names OpenAI clients send; all are answered by our classifier (a drop-in replacement).
+OPENAI_MODEL_ALIASES = frozenset({
+    "omni-moderation-latest", "omni-moderation-2024-09-26",
+    "text-moderation-latest", "text-moderation-stable", "text-moderation-007",
+})
+
+
+class ServingModerations:
+    """Handles ``POST /v1/moderations``; ``guard`` must share the service's batcher."""
+
+    def __init__(self, guard: Guard, model_name: str = MODERATION_MODEL_NAME, fetcher: RemoteImageFetcher | None = None) -> None:
+        if guard.policy.mode != "annotate" or guard.policy.fail_policy != "closed":
+            raise ValueError("the moderation guard must annotate and fail closed")
+        self.guard = guard
+        self.model_name = model_name
+        self.fetcher = fetcher
+        self.names = target_names(PROJECTION_TARGET)
+
+    def accepts_model(self, model: str | None) -> bool:
+        return model is None or model == self.model_name or model in OPENAI_MODEL_ALIASES
+
+    async def create_moderation(
+        self, req: ModerationRequest, raw: Request | None = None
+    ) -> tuple[ModerationResponse, dict[str, str]]:
+        """The response body and its ``x-guard-*`` / ``x-request-id`` headers; raises ``APIError``."""
+        if not self.accepts_model(req.model):
+            raise NotFound("model not found; see GET /v1/models", param="model", code="model_not_found")
+        request_id = f"modr-{uuid.uuid4().hex}"
+        if raw is not None:
+            raw.state.request_id = request_id  # for the failure log in service.errors
+        items = await self._guard_inputs(req)
+        decisions = await asyncio.gather(*(self.guard.check_input(request_id, i) for i in items))
+        results = [self._result(item, d) for item, d in zip(items, decisions)]
+        body = ModerationResponse(id=request_id, model=self.model_name, results=results)
+        return body, _headers(request_id, decisions)
+
+    async def _guard_inputs(self, req: ModerationRequest) -> list[GuardInput]:
+        """One ``GuardInput`` per result; checks the limits before any image is decoded."""
+        data = req.input
+        if isinstance(data, str):
+            data = [data]
+        strings = [x for x in data if isinstance(x, str)]
+        parts = [x for x in data if not isinstance(x, str)]
+        if len(strings) > MAX_MODERATION_INPUTS:
+            raise InvalidRequest(f"at most {MAX_MODERATION_INPUTS} inputs per request", param="input",
+                                 code="too_many_inputs")
+        chars = sum(map(len, strings)) + sum(len(p.text) for p in parts if isinstance(p, TextPart))
+        if chars > MAX_CHARS:
+            raise PayloadTooLarge(f"input holds more than {MAX_CHARS} characters", param="input")
+        if strings:
+            return [GuardInput(text=s) for s in strings]
+        urls = [p.image_url.url for p in parts if isinstance(p, ImagePartParam)]
+        if len(urls) > MAX_IMAGES_PER_REQUEST:
+            raise InvalidRequest(f"at most {MAX_IMAGES_PER_REQUEST} images per request", param="input",
+                                 code="too_many_images")
+        text = "\n".join(p.text for p in parts if isinstance(p, TextPart))
+        if not text.strip() and not urls:
+            raise InvalidRequest("input parts hold no text and no image", param="input")
+        images = await asyncio.gather(*(load_image(u, self.fetcher) for u in urls))
+        return [GuardInput(text=text, images=tuple(img.data for img in images))]
+
+    def _result(self, item: GuardInput, decision: GuardDecision) -> ModerationResult:
+        verdict = decision.verdict
+        if verdict is None:  # only a fail-open guard returns no verdict; ours fails closed
+            raise ServiceUnavailable("safety guard unavailable", code="guard_unavailable")
+        scores = project_scores(verdict.scores, PROJECTION_TARGET)
+        # Every fired node counts as 1.0, so a category is true iff some fired node maps to it.
+        fired = project_scores(dict.fromkeys(verdict.categories, 1.0), PROJECTION_TARGET)
+        categories = {name: fired[name] == 1.0 for name in self.names}
+        types: list[str] = (["text"] if item.text.strip() else []) + (["image"] if item.images else [])
+        return ModerationResult(
+            flagged=verdict.flagged or any(categories.values()),
+            categories=categories,
+            category_scores={name: scores[name] for name in self.names},
+            category_applied_input_types={name: list(types) for name in self.names},  # type: ignore[misc]
+            spa_vl=TaskVerdict(flagged=verdict.flagged, unsafe_prob=verdict.unsafe_prob,
+                               categories=dict(verdict.categories)),
+        )
+
+
+def _headers(request_id: str, decisions: list[GuardDecision]) -> dict[str, str]:
+    """Guard timings: the inputs are scored concurrently, so the slowest one counts."""
+    timings = [d.timing for d in decisions if d.timing is not None]
+    return {
+        "x-request-id": request_id,
+        "x-guard-queue-time": f"{max((t.queue_s for t in timings), default=0.0):.6f}",
+        "x-guard-inference-time": f"{max((t.inference_s for t in timings), default=0.0):.6f}",
+    }
