@@ -116,6 +116,17 @@ def _ensure_artifact(path: str | None, seed: int) -> Path:
     return out
 
 
+def _open(kind: str, artifact: Path, args: argparse.Namespace) -> Any:
+    """A backend by kind; ``onnx-spin`` is ORT fp32 with intra-op spin-waiting on (the ORT default)."""
+    if kind == "onnx-spin":
+        from models.backends import OnnxBackend
+
+        backend = OnnxBackend(artifact, threads=args.threads, max_batch_size=max(args.batch_sizes), spin=True)
+        backend.name = "onnx-spin"
+        return backend
+    return load_backend(kind, artifact, threads=args.threads, max_batch_size=max(args.batch_sizes))
+
+
 def _percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
@@ -127,8 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     artifact = _ensure_artifact(args.artifact, args.seed)
     peak = matmul_peak(args.threads)
-    backends = {k: load_backend(k, artifact, threads=args.threads, max_batch_size=max(args.batch_sizes))
-                for k in args.backends}
+    backends = {k: _open(k, artifact, args) for k in args.backends}
     ocr = OcrReader(OcrConfig(threads=args.ocr_threads))
     for b in backends.values():  # one pinned-thread OCR reader for every backend
         (b.model.featurizer if hasattr(b, "model") else b.featurizer).ocr = ocr
@@ -256,7 +266,8 @@ def write(doc: dict[str, Any], out: Path) -> None:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--artifact", default=None, help="classifier artifact (default: models/default, else random heads)")
-    p.add_argument("--backends", default="torch,onnx,onnx-int8", help="comma-separated backend kinds")
+    p.add_argument("--backends", default="torch,onnx,onnx-int8",
+                   help="comma-separated: torch, onnx, onnx-int8, onnx-spin (ORT with spin-waiting threads)")
     p.add_argument("--modes", default="text,image", help="comma-separated: text, image")
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="comma-separated batch sizes")
     p.add_argument("--max-image-batch", type=int, default=8, help="largest batch size for image mode (OCR is slow)")

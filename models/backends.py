@@ -248,8 +248,8 @@ class OnnxBackend(_BackendBase):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.inter_op_num_threads = 1
         # NOTE(helper3): ORT's idle intra-op threads spin-wait by default; on a small shared CPU they
-        # steal the cores OCR, tokenization and the event loop need (measured: B=1 latency 31 ms
-        # spinning vs 15 ms not, 2 threads, loaded 2-core box). ``spin=True`` restores it.
+        # steal the cores OCR, tokenization and the event loop need (guard_bench, onnx vs onnx-spin,
+        # loaded 2-core box: same at batch 1, 2.7x faster at batch 8, 1.2x at 32). ``spin=True`` restores it.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
