@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.engines.base import SamplingParams
 from service.settings import DEFAULT_MAX_TOKENS, MAX_CHARS, MAX_MESSAGES, MAX_TOKENS
@@ -236,16 +236,17 @@ class ModerationRequest(_Open):
     input: str | list[str] | list[ContentPart]
     model: str | None = None
 
-    @model_validator(mode="after")
-    def _not_empty(self) -> ModerationRequest:
-        if isinstance(self.input, str):
-            if not self.input.strip():
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: str | list[Any]) -> str | list[Any]:
+        if isinstance(value, str):
+            if not value.strip():
                 raise ValueError("input must not be empty")
-        elif not self.input:
+        elif not value:
             raise ValueError("input must not be an empty list")
-        elif any(isinstance(x, str) and not x.strip() for x in self.input):
+        elif any(isinstance(x, str) and not x.strip() for x in value):
             raise ValueError("input strings must not be empty")
-        return self
+        return value
 
 
 class ModerationResult(BaseModel):
