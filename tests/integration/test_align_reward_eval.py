@@ -182,6 +182,7 @@ def test_judge_rate_is_reported_next_to_the_classifier_rate(assets):
     assert judge.calls == 4 and len(records) == 4
 
 
+@pytest.mark.slow  # ~20-30 s: gradient checkpointing on CPU
 def test_lora_reward_model_merges_on_save_and_scores_the_same_after_reload(assets, tmp_path):
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 

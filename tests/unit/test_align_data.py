@@ -9,7 +9,7 @@ import pytest
 
 from training.data import fixtures, spa_vl
 from training.data.length import check_max_length, filter_by_length, pair_lengths
-from training.data.source import SpaVLDataArgs, load_preference_splits
+from training.data.source import SpaVLDataArgs, load_preference_splits, source_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,32 @@ def test_streaming_conversion_counts_lazily(tmp_path):
     assert rows[0]["images"][0].size == (32, 32)
     assert stats.as_dict() == {"seen": 8, "kept": 5,
                                "skipped": {"bad_image": 1, "empty_question": 1, "missing_image": 1}}
+
+
+def test_cached_conversion_is_reused_with_its_counts(tmp_path):
+    path = fixtures.write_parquet(tmp_path / "t.parquet", n=6, bad=2)
+    first, second = spa_vl.ConversionStats(), spa_vl.ConversionStats()
+    cache = str(tmp_path / "cache")
+    a = spa_vl.convert(spa_vl.parquet_rows(str(path)), stats=first, fingerprint="fp-test", cache_dir=cache)
+    rows_read = []
+
+    def spy_rows():  # a cache hit must not read the source again
+        for row in spa_vl.parquet_rows(str(path)):
+            rows_read.append(row)
+            yield row
+
+    b = spa_vl.convert(spy_rows(), stats=second, fingerprint="fp-test", cache_dir=cache)
+    assert rows_read == [] and len(a) == len(b) == 6 and a[3]["chosen"] == b[3]["chosen"]
+    assert first.as_dict() == second.as_dict() == {"seen": 8, "kept": 6,
+                                                   "skipped": {"bad_image": 1, "empty_question": 1}}
+
+
+def test_fingerprint_changes_with_the_file_and_the_limit(tmp_path):
+    path = fixtures.write_parquet(tmp_path / "t.parquet", n=4)
+    args = SpaVLDataArgs(dataset_source="parquet", data_files=[str(path)])
+    fp = source_fingerprint(args, "train")
+    assert fp == source_fingerprint(SpaVLDataArgs(dataset_source="parquet", data_files=[str(path)]), "train")
+    assert fp != source_fingerprint(SpaVLDataArgs(dataset_source="parquet", data_files=[str(path)],
+                                                  max_train_samples=2), "train")
+    fixtures.write_parquet(path, n=5)
+    assert fp != source_fingerprint(args, "train")

@@ -80,8 +80,41 @@ def _hub(args: SpaVLDataArgs, config: str, split: str, streaming: bool):
     return spa_vl.hub_rows(config, split, streaming=streaming, revision=args.dataset_revision)
 
 
+# Bump when the conversion's output changes, so stale caches are not reused.
+CONVERSION_VERSION = 1
+
+
+def source_fingerprint(args: SpaVLDataArgs, role: str) -> str:
+    """A stable hash of what a split's conversion depends on (source, files' size and mtime, split,
+    limit, conversion version): equal inputs reuse the cached conversion."""
+    import hashlib
+    import json
+
+    files = []
+    if args.dataset_source == "parquet":
+        files = args.data_files if role == "train" else (args.eval_data_files or [])
+    elif args.dataset_source == "json_list":
+        files = [args.json_list]
+    stamps = [(str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
+    key = {"v": CONVERSION_VERSION, "role": role, "files": stamps, "image_root": args.image_root,
+           "hub": [args.dataset_name, args.dataset_revision, args.dataset_config, args.dataset_train_split,
+                   args.eval_dataset_config, args.eval_split] if args.dataset_source == "hub" else None,
+           "limit": args.max_train_samples if role == "train" else args.max_eval_samples}
+    return "spavl-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def load_preference_splits(args: SpaVLDataArgs) -> tuple[Any, Any | None, dict[str, Any]]:
-    """``(train, eval or None, report)`` in TRL vision-preference format (module contract)."""
+    """``(train, eval or None, report)`` in TRL vision-preference format (module contract).
+
+    Non-streaming splits are converted once into the datasets cache (see ``spa_vl.convert``);
+    under ``accelerate launch`` the main process converts first and the other ranks reuse it."""
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        return _load(args)
+
+
+def _load(args: SpaVLDataArgs) -> tuple[Any, Any | None, dict[str, Any]]:
     report: dict[str, Any] = {}
     root = Path(args.image_root) if args.image_root else None
     train_stats = spa_vl.ConversionStats()
@@ -98,7 +131,8 @@ def load_preference_splits(args: SpaVLDataArgs) -> tuple[Any, Any | None, dict[s
             rows = spa_vl.parquet_rows(args.data_files)
         else:
             rows = spa_vl.json_list_rows(args.json_list, root)
-        train = spa_vl.convert(rows, image_root=root, stats=train_stats, limit=args.max_train_samples)
+        train = spa_vl.convert(rows, image_root=root, stats=train_stats, limit=args.max_train_samples,
+                               fingerprint=source_fingerprint(args, "train"))
         report["train"] = train_stats
     eval_rows = None
     if args.dataset_source == "hub" and args.eval_dataset_config:
@@ -108,6 +142,7 @@ def load_preference_splits(args: SpaVLDataArgs) -> tuple[Any, Any | None, dict[s
     eval_ds = None
     if eval_rows is not None:
         eval_stats = spa_vl.ConversionStats()
-        eval_ds = spa_vl.convert(eval_rows, stats=eval_stats, limit=args.max_eval_samples)
+        eval_ds = spa_vl.convert(eval_rows, stats=eval_stats, limit=args.max_eval_samples,
+                                 fingerprint=source_fingerprint(args, "eval"))
         report["eval"] = eval_stats
     return train, eval_ds, report

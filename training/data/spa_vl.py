@@ -177,24 +177,66 @@ def _features(prompt_only: bool):  # -> datasets.Features
 
 
 def convert(rows: Iterable[dict[str, Any]], *, prompt_only: bool = False, image_root: Path | None = None,
-            stats: ConversionStats | None = None, limit: int | None = None):
-    """Check and convert ``rows`` into an in-memory ``datasets.Dataset`` (images stay encoded).
+            stats: ConversionStats | None = None, limit: int | None = None, fingerprint: str | None = None,
+            cache_dir: str | None = None):
+    """Check and convert ``rows`` into a ``datasets.Dataset`` (images stay encoded).
 
-    ``stats`` (created when None) receives the kept/skipped counts; it is also attached to the
-    returned dataset's ``info.description`` as JSON so a saved dataset carries its own report."""
+    ``stats`` (created when None) receives the kept/skipped counts. Without ``fingerprint`` the
+    result lives in memory (tests, small sets). With one (a hash of the source, see
+    ``training.data.source``) it is written once to the datasets cache as memory-mapped Arrow and
+    reused by later calls with the same fingerprint (e.g. the other ranks of a multi-GPU job),
+    counts included (a JSON file beside the cache)."""
     from datasets import Dataset
 
     stats = stats if stats is not None else ConversionStats()
+    to_row = to_prompt if prompt_only else to_preference
+    if fingerprint is not None:
+        return _convert_cached(rows, to_row, prompt_only, image_root, stats, limit, fingerprint, cache_dir)
     out: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
         if limit is not None and len(out) >= limit:
             break
         if stats.record(check_record(row, not prompt_only, image_root)):
-            out.append((to_prompt if prompt_only else to_preference)(row, i, image_root))
+            out.append(to_row(row, i, image_root))
     if not out:
         raise ValueError(f"no usable SPA-VL records: {stats.as_dict()}")
-    ds = Dataset.from_list(out, features=_features(prompt_only))
-    ds.info.description = json.dumps({"conversion": stats.as_dict()})
+    return Dataset.from_list(out, features=_features(prompt_only))
+
+
+def _convert_cached(rows, to_row, prompt_only: bool, image_root: Path | None, stats: ConversionStats,
+                    limit: int | None, fingerprint: str, cache_dir: str | None):
+    from datasets import Dataset
+    from datasets import config as ds_config
+
+    report = Path(cache_dir or ds_config.HF_DATASETS_CACHE) / "spaguard_conversion" / f"{fingerprint}.json"
+    fresh = ConversionStats()
+
+    def generate():
+        kept = 0
+        for i, row in enumerate(rows):
+            if limit is not None and kept >= limit:
+                break
+            if fresh.record(check_record(row, not prompt_only, image_root)):
+                kept += 1
+                yield to_row(row, i, image_root)
+
+    try:
+        ds = Dataset.from_generator(generate, features=_features(prompt_only), fingerprint=fingerprint,
+                                    cache_dir=cache_dir)
+    except Exception as exc:  # noqa: BLE001 - datasets fails obscurely on an empty generator
+        if fresh.seen and not fresh.kept:
+            raise ValueError(f"no usable SPA-VL records: {fresh.as_dict()}") from exc
+        raise
+    if fresh.seen:  # this process converted: keep the counts next to the cache
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(fresh.as_dict()), encoding="utf-8")
+    elif report.is_file():  # cache hit: the converting process left the counts
+        saved = json.loads(report.read_text(encoding="utf-8"))
+        fresh = ConversionStats(saved["seen"], saved["kept"], Counter(saved["skipped"]))
+    else:  # cache hit without a report (converter died after writing): the kept count is all we know
+        fresh = ConversionStats(len(ds), len(ds), Counter({"unknown_from_cache": 0}))
+    stats.seen, stats.kept = stats.seen + fresh.seen, stats.kept + fresh.kept
+    stats.skipped.update(fresh.skipped)
     return ds
 
 
