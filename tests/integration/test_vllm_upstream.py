@@ -24,13 +24,14 @@ from service.engines.base import (
     SamplingParams,
 )
 from service.engines.openai_upstream import OpenAIUpstreamEngine
-from tests.tiny import free_port, save_tiny_text_llm, vllm_server
+from tests.tiny import check_vllm_python, free_port, save_tiny_text_llm, vllm_server
 
 pytestmark = pytest.mark.vllm
 
 
 @pytest.fixture(scope="module")
 def upstream_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    check_vllm_python(os.environ["SPAGUARD_VLLM_PYTHON"])
     root = tmp_path_factory.mktemp("vllm-upstream")
     model_dir = save_tiny_text_llm(root / "tiny-llama")
     with vllm_server(os.environ["SPAGUARD_VLLM_PYTHON"], model_dir, root / "server.log") as url:
