@@ -108,7 +108,7 @@ def _merged_copy(model: Any) -> Any:
     """A copy with LoRA adapters merged into the encoder (plain modules export cleanly)."""
     if model.config.encoder_trainable != "lora":
         return model
-    merged = copy.deepcopy(model)
+    merged = copy.deepcopy(model, memo={id(model.featurizer): model.featurizer})  # share the (lock-holding) featurizer
     merged.encoder = merged.encoder.merge_and_unload()
     return merged
 
