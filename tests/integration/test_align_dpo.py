@@ -157,3 +157,10 @@ def test_streaming_hub_path_trains_with_lazy_counts(assets, tmp_path, monkeypatc
     report = json.loads((out / "data_report.json").read_text())
     assert report["conversion"]["train"]["kept"] >= 12  # 3 steps x 4 pairs were read from the stream
     assert report["length"]["train"]["length_ok"] >= 12
+
+
+@pytest.mark.gpu
+def test_tiny_dpo_on_cuda_bf16(assets, tmp_path):
+    logs = [r for r in _run(assets, "tiny_llava_dpo_cpu.yaml", "llava", tmp_path / "gpu", "--use_cpu", "false",
+                            "--bf16", "true", "--save_strategy", "no") if "loss" in r]
+    assert logs[-1]["loss"] < logs[0]["loss"] and logs[-1]["rewards/accuracies"] > 0.5
