@@ -207,13 +207,24 @@ def resume_arg(training_args: Any) -> str | bool | None:
 
 
 def save_final(trainer: Any, processor: Any, out: Path, merge_lora: bool) -> None:
-    """Save the final model (merged when LoRA and ``merge_lora``) and processor to ``out/final``."""
+    """Save the final model and processor to ``out/final``.
+
+    LoRA with ``merge_lora`` on one device, DDP or ZeRO-1/2: the merged full model (loads with
+    ``from_pretrained``). Everything else goes through ``trainer.save_model``, which gathers
+    ZeRO-3 / FSDP shards; under those a LoRA run keeps its adapters unmerged (merging needs the
+    gathered base weights: load base + adapter later and call ``merge_and_unload``)."""
     final = out / "final"
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if merge_lora and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    sharded = trainer.is_fsdp_enabled or (
+        trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3)
+    if merge_lora and hasattr(model, "merge_and_unload") and not sharded:
+        merged = model.merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            merged.save_pretrained(final)
+            processor.save_pretrained(final)
+        return
+    trainer.save_model(str(final))
     if trainer.accelerator.is_main_process:
-        model.save_pretrained(final)
         processor.save_pretrained(final)
 
 
