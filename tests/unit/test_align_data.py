@@ -22,6 +22,7 @@ def tiny_processor():
 def test_parse_image_name_recovers_three_levels_and_pads_short_paths():
     assert spa_vl.parse_image_name("Malicious Use/Illegal activities/drug-related crimes/12.jpg") == (
         "Malicious Use", "Illegal activities", "drug-related crimes")
+    assert spa_vl.parse_image_name("/data/images/c1/c2/c3/x.png") == ("c1", "c2", "c3")
     assert spa_vl.parse_image_name("a/b.jpg") == ("a", "unknown", "unknown")
 
 

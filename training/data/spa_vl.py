@@ -70,12 +70,13 @@ class ConversionStats:
 
 
 def parse_image_name(image_name: str) -> tuple[str, str, str]:
-    """``"class1/class2/class3/file.jpg"`` → ``(class1, class2, class3)``.
+    """``".../class1/class2/class3/file.jpg"`` → ``(class1, class2, class3)``.
 
     Shorter paths fill the missing levels with ``"unknown"`` rather than failing: the label is
     metadata, never needed for training."""
-    parts = [p for p in str(image_name).replace("\\", "/").split("/") if p][:-1]
-    parts = (parts + [UNKNOWN_CLASS] * 3)[:3]
+    dirs = [p for p in str(image_name).replace("\\", "/").split("/") if p][:-1]
+    # The three folders right above the file (a leading "images/" or absolute prefix is ignored).
+    parts = dirs[-3:] if len(dirs) >= 3 else dirs + [UNKNOWN_CLASS] * (3 - len(dirs))
     return parts[0], parts[1], parts[2]
 
 
