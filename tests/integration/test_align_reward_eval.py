@@ -68,7 +68,7 @@ def test_eval_harm_command_runs_on_the_fixture(assets, reward_dir, tmp_path):
     assert set(results) == {"base", "again"} and results["base"]["n"] == 6
     # greedy decoding of the same checkpoint twice → identical answers and rates
     assert results["base"] == results["again"]
-    assert set(results["base"]["per_category"]) == {c[0] for c in fixtures.CLASSES}
+    assert set(results["base"]["per_category"]) == {c[0] for c in fixtures.classes()}
     assert "| **unsafe rate (all)** |" in (tmp_path / "harm_eval.md").read_text()
     assert len((tmp_path / "answers.jsonl").read_text().splitlines()) == 12
 

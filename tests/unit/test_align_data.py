@@ -37,7 +37,7 @@ def test_parquet_with_bad_records_counts_each_reason_and_keeps_the_rest(tmp_path
     assert set(spa_vl.PREFERENCE_COLUMNS) <= set(ds.column_names)
     assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
     assert row["images"][0].size == (32, 32)
-    assert row["class1"] == fixtures.CLASSES[0][0]
+    assert row["class1"] == fixtures.classes()[0][0]
 
 
 def test_json_list_layout_matches_parquet_layout(tmp_path):
@@ -45,7 +45,7 @@ def test_json_list_layout_matches_parquet_layout(tmp_path):
     stats = spa_vl.ConversionStats()
     ds = spa_vl.convert(spa_vl.json_list_rows(json_path, root), stats=stats)
     assert (len(ds), stats.kept, sum(stats.skipped.values())) == (5, 5, 3)
-    assert ds[1]["class3"] == fixtures.CLASSES[1][2]
+    assert ds[1]["class3"] == fixtures.classes()[1][2]
     assert ds[2]["id"] == "2"
 
 
@@ -70,7 +70,7 @@ def test_test_split_converts_to_prompts_with_classes(tmp_path):
     path = fixtures.write_test_parquet(tmp_path / "harm.parquet", n=4)
     ds = spa_vl.convert(spa_vl.parquet_rows(str(path)), prompt_only=True)
     assert len(ds) == 4 and "chosen" not in ds.column_names
-    assert ds[0]["question"] and ds[0]["class2"] == fixtures.CLASSES[0][1]
+    assert ds[0]["question"] and ds[0]["class2"] == fixtures.classes()[0][1]
 
 
 def test_data_args_validate_source_and_hub_split():
@@ -157,3 +157,11 @@ def test_fingerprint_changes_with_the_file_and_the_limit(tmp_path):
                                                   max_train_samples=2), "train")
     fixtures.write_parquet(path, n=5)
     assert fp != source_fingerprint(args, "train")
+
+
+def test_fixture_classes_resolve_in_the_project_taxonomy():
+    from models.taxonomy import default_taxonomy
+
+    tax = default_taxonomy()
+    for c1, c2, c3 in fixtures.classes():
+        assert tax.resolve(c1, c2, c3) == f"{c1}/{c2}/{c3}"

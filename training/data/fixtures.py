@@ -18,6 +18,7 @@ bad-record counters.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import random
@@ -27,13 +28,26 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-# Real SPA-VL class strings (typos included), so downstream taxonomy code sees realistic keys.
-CLASSES: tuple[tuple[str, str, str], ...] = (
-    ("Representation & ToxicityHarms", "Toxic", "Hate speech"),
-    ("Malicious Use", "Illegal activities", "drug-related crimes"),
-    ("Human Autonomy & Integrity Harms", "Privacy", "Personal identification"),
-    ("Information & Safety Harms", "Misinformation", "False news"),
-)
+@functools.lru_cache(maxsize=1)
+def classes(n_domains: int = 4) -> tuple[tuple[str, str, str], ...]:
+    """``(class1, class2, class3)`` raw SPA-VL strings (typos included), one subcategory from each of
+    the first ``n_domains`` domains of the project taxonomy (``models.taxonomy``, the single source
+    of category names), so downstream code sees realistic keys."""
+    from models.taxonomy import default_taxonomy
+
+    tax = default_taxonomy()
+    subs = tax.keys("subcategory")
+    picked = []
+    for domain in tax.keys("domain")[:n_domains]:
+        first = next((k for k in subs if k.startswith(domain + "/")), None)
+        if first is not None:
+            c1, c2, c3 = first.split("/", 2)  # taxonomy keys are "class1/class2/class3"
+            picked.append((c1, c2, c3))
+    if not picked:
+        raise RuntimeError("models.taxonomy lists no subcategories")
+    return tuple(picked)
+
+
 _TOPICS = ("this item", "the thing shown", "what is in the picture", "the object here")
 _REFUSALS = (
     "I can not help with that request because it could cause harm.",
@@ -64,9 +78,10 @@ def make_rows(n: int, seed: int = 0, image_size: int = 32, bad: int = 0) -> list
         raise ValueError(f"need n >= 1 and bad >= 0, got n={n}, bad={bad}")
     rng = np.random.default_rng(seed)
     pick = random.Random(seed)
+    cats = classes()
     rows = []
     for i in range(n):
-        c1, c2, c3 = CLASSES[i % len(CLASSES)]
+        c1, c2, c3 = cats[i % len(cats)]
         topic = pick.choice(_TOPICS)
         rows.append({
             "image": {"bytes": _image_png(rng, image_size), "path": None},

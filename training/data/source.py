@@ -81,7 +81,7 @@ def _hub(args: SpaVLDataArgs, config: str, split: str, streaming: bool):
 
 
 # Bump when the conversion's output changes, so stale caches are not reused.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2
 
 
 def source_fingerprint(args: SpaVLDataArgs, role: str) -> str:
