@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from pathlib import Path
 from collections.abc import Iterator
 
 import httpx
@@ -119,3 +120,86 @@ async def test_server_down_is_unavailable_503() -> None:
             await _run(engine, _req("down"))
     assert health.value.status == gen.value.status == 503
 
+
+
+# --- The whole guarded endpoint in front of the real vLLM, driven by the official openai client ---
+
+
+async def _guarded_client(upstream_url: str, artifact: Path, engine: OpenAIUpstreamEngine | None = None, **settings):
+    """``(lifespan, openai.AsyncOpenAI)`` for the in-process SPA-Guard app proxying to vLLM."""
+    import openai
+    from asgi_lifespan import LifespanManager
+
+    from service.app import build_app
+    from service.settings import ServeSettings
+
+    app = build_app(ServeSettings(
+        engine="openai", upstream_url=upstream_url, model="tiny-llama", guard_backend="torch",
+        guard_artifact=artifact, guard_threads=1, **settings,
+    ), engine=engine)  # fmt: skip
+    manager = LifespanManager(app)
+    await manager.__aenter__()
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://spaguard")
+    return manager, openai.AsyncOpenAI(api_key="unused", base_url="http://spaguard/v1", http_client=http)
+
+
+@pytest.fixture(scope="module")
+def guard_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.e2e.serve_process import tiny_guard_artifact
+
+    root = tmp_path_factory.mktemp("guard")
+    return {
+        "none": tiny_guard_artifact(root, prompt=False, response=False),
+        "response": tiny_guard_artifact(root, prompt=False, response=True),
+    }
+
+
+async def test_guarded_endpoint_proxies_vllm_for_the_openai_sdk(
+    upstream_url: str, guard_artifacts: dict[str, Path]
+) -> None:
+    manager, client = await _guarded_client(upstream_url, guard_artifacts["none"], guard_mode="annotate")
+    try:
+        messages = [{"role": "user", "content": "Tell me a story."}]
+        done = await client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=12, temperature=0)
+        stream = await client.chat.completions.create(
+            model="tiny-llama", messages=messages, max_tokens=12, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        )  # fmt: skip
+        chunks = [chunk async for chunk in stream]
+    finally:
+        await client.close()
+        await manager.__aexit__(None, None, None)
+    assert done.choices[0].message.content and done.usage.completion_tokens <= 12
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == done.choices[0].message.content  # greedy: same answer either way
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == done.usage.completion_tokens
+
+
+async def test_guard_cuts_a_vllm_stream_and_aborts_it_upstream(
+    upstream_url: str, guard_artifacts: dict[str, Path]
+) -> None:
+    engine = _engine(upstream_url)
+    aborted: list[str] = []
+    real_abort = engine.abort
+
+    async def recording_abort(request_id: str) -> None:
+        aborted.append(request_id)
+        await real_abort(request_id)  # closes the vLLM stream (shown to stop vLLM: test above)
+
+    engine.abort = recording_abort  # type: ignore[method-assign]
+    # A small hold-back window: the first scoring happens after a few characters.
+    manager, client = await _guarded_client(
+        upstream_url, guard_artifacts["response"], engine=engine, stream_holdback_chars=4
+    )
+    try:
+        stream = await client.chat.completions.create(
+            model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=200,
+            temperature=1.0, seed=0, stream=True,
+        )  # fmt: skip
+        chunks = [chunk async for chunk in stream]
+    finally:
+        await client.close()
+        await manager.__aexit__(None, None, None)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["content_filter"]
+    assert len(aborted) == 1  # the block aborted the upstream request
