@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,22 @@ def save_final(trainer: Any, processor: Any, out: Path, merge_lora: bool) -> Non
         processor.save_pretrained(final)
 
 
+def write_card(out: Path, argv_config: dict[str, Any], report: dict[str, Any], log_history: list[dict]) -> None:
+    """``final/card.json``: base model, the parsed recipe, data counts, last metrics, git commit and
+    the pinned library versions (STYLE.md section 10: every artifact carries its card)."""
+    import transformers
+    import trl
+
+    from models.card import git_commit
+
+    last = {k: v for h in log_history if "loss" in h for k, v in h.items()}  # the newest value of each metric
+    card = {"kind": "dpo-vlm", **argv_config, "data": report, "last_train_log": last,
+            "git_commit": git_commit(Path(__file__).resolve().parent.parent) or "unknown",
+            "versions": {"trl": trl.__version__, "transformers": transformers.__version__}}
+    (out / "final").mkdir(parents=True, exist_ok=True)
+    (out / "final" / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+
+
 def train(data_args: SpaVLDataArgs, job: DPOJobArgs, training_args: Any, model_args: Any) -> dict[str, Any]:
     """Run one DPO job end to end; returns ``{"log_history", "data_report", "output_dir"}``."""
     from trl import DPOTrainer
@@ -244,6 +260,11 @@ def train(data_args: SpaVLDataArgs, job: DPOJobArgs, training_args: Any, model_a
     trainer.train(resume_from_checkpoint=checkpoint)
     save_final(trainer, processor, out, job.merge_lora)
     plain = write_report(out / "data_report.json", report)
+    if trainer.accelerator.is_main_process:
+        config = {"base_model": model_args.model_name_or_path, "beta": training_args.beta,
+                  "loss_type": training_args.loss_type, "learning_rate": training_args.learning_rate,
+                  "use_peft": model_args.use_peft, "merged_lora": job.merge_lora, "data_source": asdict(data_args)}
+        write_card(out, config, plain, trainer.state.log_history)
     return {"log_history": trainer.state.log_history, "data_report": plain, "output_dir": str(out)}
 
 

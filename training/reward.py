@@ -27,7 +27,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +218,8 @@ def train(data_args: SpaVLDataArgs, cfg: RewardJobConfig) -> dict[str, Any]:
     """Run one job end to end; returns the reward card."""
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
+    from models.card import git_commit
+
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     model, processor = build(cfg)
@@ -235,7 +237,8 @@ def train(data_args: SpaVLDataArgs, cfg: RewardJobConfig) -> dict[str, Any]:
         "mean_reward_chosen": sum(chosen) / len(chosen), "mean_reward_rejected": sum(rejected) / len(rejected),
         "loss_first": logs[0]["loss"] if logs else None, "loss_last": logs[-1]["loss"] if logs else None,
         "data": {k: v.as_dict() for k, v in report.items()}, "base_model": cfg.model_name_or_path,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(time.perf_counter() - t0, 1), "config": asdict(cfg), "data_source": asdict(data_args),
+        "git_commit": git_commit(Path(__file__).resolve().parent.parent) or "unknown",
     }
     save(model, processor, Path(cfg.output_dir), card)
     return card

@@ -62,6 +62,9 @@ def test_tiny_dpo_learns_and_moves_every_trainable_parameter(assets, tmp_path, a
     assert before.pop("_frozen") > 0 and after.pop("_frozen") > 0 and before.keys() == after.keys()
     unchanged = [k for k, v in before.items() if torch.equal(v, after[k])]
     assert not unchanged, f"parameters that did not train: {unchanged}"
+    card = json.loads((tmp_path / "out" / "final" / "card.json").read_text())
+    assert card["base_model"] == str(assets / arch) and card["last_train_log"]["loss"] == logs[-1]["loss"]
+    assert card["data"]["conversion"]["train"]["kept"] == 32 and card["versions"]["trl"] == "1.16.0"
     report = json.loads((tmp_path / "out" / "data_report.json").read_text())
     assert report["conversion"]["train"]["kept"] == 32 and report["conversion"]["eval"]["kept"] == 8
 
