@@ -117,7 +117,7 @@ class _RowRouter(BaseStreamer, StoppingCriteria):
             return
         text = self._decode(row.ids)
         stops = row.job.request.params.stop
-        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
         if cut >= 0:
             self._finish(row, text[:cut], "stop")
         elif len(row.ids) >= row.budget:

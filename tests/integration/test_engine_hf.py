@@ -229,3 +229,18 @@ async def test_unloadable_model_is_a_clear_unavailable_error(tmp_path) -> None:
         async with engine:
             pass
     assert engine.random_weights is False
+
+
+async def test_a_saved_qwen2_vl_checkpoint_batches_like_llava(photo: ImagePart, tmp_path) -> None:
+    from models.vlm import save_tiny_vlm
+
+    path = save_tiny_vlm(tmp_path / "qwen", "qwen2_vl", seed=1)
+    async with TransformersEngine(EngineConfig(model=str(path)), max_wait_s=0.2) as engine:
+        assert engine.random_weights is False and engine.model_name == str(path)
+        solo = [await _run(engine, _req(f"solo{i}", image=photo if i == 0 else None, max_tokens=6)) for i in range(2)]
+        sizes = _spy_batches(engine)
+        both = await asyncio.gather(
+            _run(engine, _req("img", image=photo, max_tokens=6)), _run(engine, _req("txt", max_tokens=6))
+        )
+    assert sizes == [2]
+    assert [_text(b) for b in both] == [_text(s) for s in solo]

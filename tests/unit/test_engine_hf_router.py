@@ -122,3 +122,10 @@ def test_penalties_count_generated_tokens_only() -> None:
 def test_undecodable_image_is_a_bad_request() -> None:
     with pytest.raises(EngineBadRequest, match="cannot decode image"):
         _decode_image(b"not an image")
+
+
+def test_empty_stop_strings_are_ignored() -> None:
+    row = _Row(_job("e", stop=("",)), prompt_tokens=1, budget=2)
+    router, sent = _router(row)
+    _steps(router, [ord("a")], [ord("b")])
+    assert "".join(_texts(sent, "e")) == "ab" and sent[-1][1].finish_reason == "length"
