@@ -5,7 +5,6 @@ the base class, a resumed run gives the same next-step loss, and every recipe pa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +14,13 @@ import torch
 from training import dpo
 from training.data import fixtures
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    # Everything loads from tmp paths; offline mode turns an accidental hub lookup into an error.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 

@@ -4,7 +4,6 @@ whole smoke-train pipeline (slow)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,13 @@ from models.backends import GuardInput, Verdict
 from training import eval_harm, reward
 from training.data import fixtures
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    # Everything loads from tmp paths; offline mode turns an accidental hub lookup into an error.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
