@@ -169,6 +169,30 @@ def run(out: Path, n_pairs: int = 48, dpo_steps: int = 12, seed: int = 0) -> dic
     return summary
 
 
+# What a smoke run writes; a folder holding only these is a previous run and is replaced.
+_RUN_ENTRIES = {"data", "tiny_llava", "dpo", "reward", "distill_data", "tiny_encoder", "guard", "guard_cache",
+                "eval", "summary.json"}
+
+
+def _clear_previous_run(out: Path) -> None:
+    """Remove a previous smoke run in ``out`` (so ``make smoke-train`` can be rerun); refuse to
+    touch a folder that holds anything else."""
+    import shutil
+
+    if not out.exists():
+        return
+    entries = {p.name for p in out.iterdir()}
+    if entries - _RUN_ENTRIES:
+        raise SystemExit(f"smoke-train: {out} holds files that are not a smoke run ({sorted(entries - _RUN_ENTRIES)}); "
+                         "pass another --out")
+    for name in entries:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spaguard smoke-train", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/smoke")
@@ -177,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"smoke-train: {out} is not empty; remove it or pass another --out")
+    _clear_previous_run(out)
     out.mkdir(parents=True, exist_ok=True)
     print(json.dumps(run(out, args.pairs, args.dpo_steps, args.seed), indent=2))
     return 0

@@ -91,3 +91,17 @@ def test_bench_model_has_llava_15_7b_shapes_without_allocating():
                                          add_generation_prompt=True)
     ids = processor(images=[Image.new("RGB", (500, 300))], text=[text], return_tensors="pt")["input_ids"][0]
     assert int((ids == config.image_token_index).sum()) == 576
+
+
+def test_smoke_replaces_a_previous_run_but_not_other_folders(tmp_path):
+    from training.smoke import _clear_previous_run
+
+    run = tmp_path / "smoke"
+    (run / "dpo").mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    _clear_previous_run(run)
+    assert list(run.iterdir()) == []
+    (run / "my_notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="not a smoke run"):
+        _clear_previous_run(run)
+    assert (run / "my_notes.txt").exists()
