@@ -19,6 +19,8 @@ usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    -u|--users|-r|--spawn-rate|-t|--run-time|--p95-ms|--max-429-rate|--model|--name)
+      [[ $# -ge 2 ]] || { echo "run.sh: $1 needs a value" >&2; exit 2; } ;;&
     -u|--users) USERS="$2"; shift 2 ;;
     -r|--spawn-rate) RATE="$2"; shift 2 ;;
     -t|--run-time) DURATION="$2"; shift 2 ;;

@@ -5,6 +5,9 @@
    line and writes a stats CSV with requests for every task of the locustfile.
 2. A server that sheds load (``--max-queue 1``; a moderation call queues two items at once, so
    the second is refused with 429) and ``--max-429-rate 0``: the SLO check fails, exit code 1.
+
+Both start a server and run Locust (about 1 minute each on the 2-core box): ``slow``. The argument
+checks of ``run.sh`` are fast.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import pytest
 from tests.e2e.serve_process import SHIPPED_ARTIFACT, spaguard_server, tiny_guard_artifact
 from tests.tiny import REPO_ROOT
 
-pytestmark = pytest.mark.slow  # two server starts and two Locust runs: about 2-3 minutes
 
 RUN_SH = REPO_ROOT / "loadtests" / "run.sh"
 
@@ -57,6 +59,7 @@ def _requests_by_name(stats_csv: Path) -> dict[str, int]:
         return {row["Name"]: int(row["Request Count"]) for row in csv.DictReader(f)}
 
 
+@pytest.mark.slow
 def test_locust_passes_generous_slos_and_covers_every_task(tmp_path: Path) -> None:
     args = ["--engine", "transformers", *_guard_args(tmp_path)]
     with spaguard_server(args, tmp_path / "serve.log") as base:
@@ -71,6 +74,7 @@ def test_locust_passes_generous_slos_and_covers_every_task(tmp_path: Path) -> No
     assert 0 < counts["Aggregated"] <= slo["requests"]
 
 
+@pytest.mark.slow
 def test_locust_fails_when_the_server_sheds_load(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"model_name": "scripted", "default": {"chunks": ["Hi", " there."]}}))
@@ -81,3 +85,16 @@ def test_locust_fails_when_the_server_sheds_load(tmp_path: Path) -> None:
                             "--p95-ms", "120000", "--max-429-rate", "0")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert slo["pass"] is False and slo["rate_429"] > 0
+
+
+@pytest.mark.parametrize(("host", "args", "message"), [
+    ("http://10.1.2.3:8000", [], "refusing non-loopback"),
+    ("http://example.com", [], "refusing non-loopback"),
+    ("http://127.0.0.1:9", ["--bogus"], "unknown argument"),
+    ("http://127.0.0.1:9", ["-u"], "needs a value"),
+])
+def test_run_sh_rejects_remote_hosts_and_bad_arguments(host: str, args: list[str], message: str) -> None:
+    env = dict(os.environ, HOST=host)
+    env.pop("ALLOW_REMOTE_HOST", None)
+    proc = subprocess.run(["bash", str(RUN_SH), *args], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and message in proc.stderr
