@@ -5,8 +5,8 @@ Contract
 Builds a randomly initialised LLaVA-1.5-7B-shaped model (CLIP ViT-L/14-336 + Llama-2-7B text
 model, 576 image tokens; no download) or, with ``--tiny``, the project's tiny LLaVA, and runs
 ``DPOTrainer`` (LoRA r=64 on the language model, bf16 on GPU) on synthetic SPA-VL-shaped pairs
-(one 336-px image, a prompt and two responses of fixed byte length, so every step has the same
-token count). For each variant (``VARIANTS``: ``trl_default`` = DPOConfig defaults; ``tuned``;
+(one 336-px image, then ~250 text tokens of question + response per sequence, fixed lengths, so
+every step has the same token count). For each variant (``VARIANTS``: ``trl_default`` = DPOConfig defaults; ``tuned``;
 ``tuned_ckpt``) it measures, after ``--warmup`` steps: s/step, samples/s, tokens/s, MFU and peak
 memory, and, on one fixed held-out batch after training, the DPO loss and reward margin (all
 variants start from the same seed, data order and LoRA init, so these must agree within bf16
@@ -121,13 +121,16 @@ def build_llava_7b_shape(tiny: bool, seed: int):
     return model, processor
 
 
-def synthetic_pairs(n: int, image_px: int, text_bytes: int, seed: int):
-    """SPA-VL-shaped vision-preference rows with fixed byte lengths (byte tokenizer: 1 byte = 1 token)."""
+def synthetic_pairs(n: int, image_px: int, text_tokens: int, seed: int):
+    """SPA-VL-shaped vision-preference rows with fixed lengths: each sequence (question + one
+    response) carries ``text_tokens`` text tokens besides the image's (byte tokenizer: 1 byte = 1
+    token; the chat template adds a few more)."""
     from datasets import Dataset, Features, List, Value
     from datasets import Image as ImageFeature
 
     rng = np.random.default_rng(seed)
-    q_len, r_len = text_bytes // 3, text_bytes // 3
+    q_len = text_tokens * 2 // 5  # SPA-VL questions are shorter than its answers
+    r_len = text_tokens - q_len
 
     def text(k: int) -> str:
         return "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz "), size=k))
@@ -244,7 +247,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lora-r", type=int, default=64)
-    p.add_argument("--text-bytes", type=int, default=240, help="prompt + both responses, ~tokens")
+    p.add_argument("--text-tokens", type=int, default=250, help="question + one response per sequence")
     p.add_argument("--peak-n", type=int, default=8192)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench_dpo")
@@ -264,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     image_px = 32 if args.tiny else 336
-    train_ds = synthetic_pairs(args.steps * args.batch_size, image_px, args.text_bytes, args.seed)
-    fixed_rows = list(synthetic_pairs(args.batch_size, image_px, args.text_bytes, args.seed + 1))
+    train_ds = synthetic_pairs(args.steps * args.batch_size, image_px, args.text_tokens, args.seed)
+    fixed_rows = list(synthetic_pairs(args.batch_size, image_px, args.text_tokens, args.seed + 1))
     peak = measure_peak_tflops(args.peak_n if device == "cuda" else 512, 50 if device == "cuda" else 5, device)
     results = [run_variant(v, args, out, device, peak, train_ds, fixed_rows) for v in variants]
     base = results[0]

@@ -11,7 +11,7 @@ from training import bench_dpo
 
 
 def test_tiny_bench_runs_both_variants_with_the_same_loss(tmp_path):
-    argv = ["--tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--text-bytes", "60",
+    argv = ["--tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--text-tokens", "40",
             "--out", str(tmp_path)]
     assert bench_dpo.main(argv) == 0
     report = json.loads((tmp_path / "bench_dpo.json").read_text())
