@@ -55,7 +55,10 @@ OPENAI_MODEL_ALIASES = frozenset({
 class ServingModerations:
     """Handles ``POST /v1/moderations``; ``guard`` must share the service's batcher."""
 
-    def __init__(self, guard: Guard, model_name: str = MODERATION_MODEL_NAME, fetcher: RemoteImageFetcher | None = None) -> None:
+    def __init__(
+        self, guard: Guard, model_name: str = MODERATION_MODEL_NAME,
+        fetcher: RemoteImageFetcher | None = None,
+    ) -> None:
         if guard.policy.mode != "annotate" or guard.policy.fail_policy != "closed":
             raise ValueError("the moderation guard must annotate and fail closed")
         self.guard = guard
@@ -76,10 +79,20 @@ class ServingModerations:
         if raw is not None:
             raw.state.request_id = request_id  # for the failure log in service.errors
         items = await self._guard_inputs(req)
-        decisions = await asyncio.gather(*(self.guard.check_input(request_id, i) for i in items))
+        decisions = await self._check_all(request_id, items)
         results = [self._result(item, d) for item, d in zip(items, decisions)]
         body = ModerationResponse(id=request_id, model=self.model_name, results=results)
         return body, _headers(request_id, decisions)
+
+    async def _check_all(self, request_id: str, items: list[GuardInput]) -> list[GuardDecision]:
+        """Score all items concurrently (they share batches). The first failure (e.g. 429 when
+        the guard queue is full) cancels the others, so they leave the queue, and is raised as is."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self.guard.check_input(request_id, i)) for i in items]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return [t.result() for t in tasks]
 
     async def _guard_inputs(self, req: ModerationRequest) -> list[GuardInput]:
         """One ``GuardInput`` per result; checks the limits before any image is decoded."""

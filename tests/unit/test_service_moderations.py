@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from models.backends import GuardInput, Verdict, project_scores, target_names
 from service.batching import DynamicBatcher
-from service.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceUnavailable
+from service.errors import InvalidRequest, NotFound, Overloaded, PayloadTooLarge, ServiceUnavailable
 from service.guard import PROMPT_SEGMENT_CHARS, Guard, GuardPolicy
 from service.metrics import GuardMetrics
 from service.protocol import ModerationRequest
@@ -194,6 +194,21 @@ async def test_fake_backend_without_taxonomy_keys_still_flags(make) -> None:
     body, _ = await serving.create_moderation(ModerationRequest(input=["a bomb", "tea"]))
     assert [r.flagged for r in body.results] == [True, False]
     assert all(s == 0.0 for s in body.results[0].category_scores.values())
+
+
+async def test_full_guard_queue_is_429_and_cancels_the_sibling_inputs() -> None:
+    backend = FakeBackend(delay_s=0.2)
+    batcher = DynamicBatcher(backend.score, 1, 0.0, 1, 5.0)  # one in flight, one queued
+    batcher.start()
+    try:
+        serving = ServingModerations(Guard(batcher, GuardPolicy(mode="annotate"), GuardMetrics()))
+        with pytest.raises(Overloaded):  # the APIError itself, not an ExceptionGroup
+            await serving.create_moderation(ModerationRequest(input=["a", "b", "c"]))
+        body, _ = await serving.create_moderation(ModerationRequest(input="tea"))  # still serving
+        assert body.results[0].flagged is False
+    finally:
+        await batcher.stop()
+    assert backend.items_seen <= 2  # "c" was refused and the queued sibling was withdrawn or scored
 
 
 def test_moderation_guard_must_annotate_and_fail_closed() -> None:
