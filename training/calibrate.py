@@ -106,7 +106,8 @@ def calibrate(tasks: dict[str, HeldOut], *, target_fpr: float, node_keys: Sequen
               node_target_fpr: float | None = None, threshold_floor: float = 0.0) -> Calibration:
     """Temperature per task + FPR threshold on its benign items; the node head gets one shared
     temperature (fitted where ``node_mask`` says the node target is known) and per-node
-    thresholds at ``node_target_fpr`` (default ``target_fpr``) on benign items."""
+    thresholds at ``node_target_fpr`` (default ``target_fpr``) on benign items; nodes without
+    any positive held-out target get threshold 1.0 (never fire)."""
     temps, thresholds = {}, {}
     for task, h in tasks.items():
         temps[task] = fit_temperature(h.logits, h.targets) if len(h.logits) else 1.0
@@ -119,12 +120,17 @@ def calibrate(tasks: dict[str, HeldOut], *, target_fpr: float, node_keys: Sequen
         if node_logits is None or node_targets is None or node_mask is None or node_benign is None:
             raise ValueError("calibrate: node_keys given without node logits/targets/mask/benign")
         known = node_mask.astype(bool)  # (N, K)
-        if known.any():
-            node_t = fit_temperature(node_logits[known], node_targets[known])
+        # A node with no positive held-out target was never taught to fire: it never fires (1.0)
+        # and stays out of the temperature fit (all-negative targets drive T to its bound).
+        taught = ((node_targets > 0.5) & known).any(axis=0)  # (K,)
+        fit_mask = known & taught[None, :]
+        if fit_mask.any():
+            node_t = fit_temperature(node_logits[fit_mask], node_targets[fit_mask])
         probs = _sigmoid(node_logits / node_t)  # (N, K)
         fpr = target_fpr if node_target_fpr is None else node_target_fpr
         for k, key in enumerate(node_keys):
-            node_thr[key] = threshold_for_fpr(probs[node_benign, k], fpr, floor=threshold_floor)
+            node_thr[key] = (threshold_for_fpr(probs[node_benign, k], fpr, floor=threshold_floor)
+                             if taught[k] else 1.0)
     return Calibration(temps, thresholds, node_t, node_thr)
 
 

@@ -2,23 +2,20 @@
 
     spaguard train-guard --config training/configs/guard_default.yaml [--flag value ...]
 
-Pipeline (deterministic for a seed): read the data named by ``DistillConfig`` (guard-schema JSONL,
-preference pairs, SPA-VL, rendered typographic images, benign photos) → optional LLM-judge soft
-labels for unlabelled items → encode every item once with the frozen encoder (trunk inputs cached
-on disk by content hash) → train the heads on a stratified split → temperature scaling and
-FPR thresholds on the held-out rest → optional k-fold and leave-one-dataset-out cross-validation
-→ ``GuardClassifier.save`` (config, head weights, calibration.json, card.json).
-
-Targets: hard labels, teacher soft labels (``soft_*_unsafe`` in JSONL, reward/DPO teachers via
-``training.teachers``, or the judge) softened with ``distill_temperature`` and mixed as
-``(1 − soft_weight)·BCE(hard) + soft_weight·T²·BCE_T(soft)``; node targets from SPA-VL categories
-(benign items: all nodes 0); preference pairs add a ranking loss on the response head
-(the rejected reply should score more unsafe than the chosen one; neither is labelled).
+Pipeline (deterministic for a seed): data named by ``DistillConfig`` (guard JSONL, preference pairs,
+SPA-VL, typographic renders, benign photos) → optional LLM-judge soft labels for unlabelled items
+→ frozen-encoder features, cached on disk by content hash → heads trained on a stratified split,
+temperature + FPR thresholds fitted on the rest (``training.calibrate``) → optional grouped k-fold
+and leave-one-dataset-out CV → ``GuardClassifier.save`` (config, heads, calibration, card).
+Targets: ``(1 − soft_weight)·BCE(hard) + soft_weight·T²·BCE_T(soft)`` with teacher soft labels
+(JSONL ``soft_*_unsafe``, ``training.teachers``); node targets from SPA-VL categories (benign: all
+0); preference pairs add a ranking loss on the response head (rejected above chosen).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import random
 import sys
@@ -35,6 +32,7 @@ from training.guard_data import (GuardExample, PreferencePair, default_shared_di
                                  typographic_examples)
 from models.backends import GuardInput
 from models.card import git_commit
+from models.encoders import weights_sha256
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,9 +99,7 @@ class DistillConfig:
             raise ValueError("no training data: set guard_files, spa_vl_splits or spa_vl_parquet")
 
     def resolved_root(self) -> Path:
-        if self.data_root:
-            return Path(self.data_root)
-        return default_shared_dir(REPO_ROOT) / "data" / "dev"
+        return Path(self.data_root) if self.data_root else default_shared_dir(REPO_ROOT) / "data" / "dev"
 
 
 def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[PreferencePair], dict]:
@@ -158,9 +154,8 @@ def build_model(cfg: DistillConfig):
 
 @dataclass
 class HeadData:
-    """Cached trunk inputs and targets of every item. ``task``: 0 prompt, 1 response; ``hard`` and
-    ``soft`` are NaN where absent; ``node_m`` marks known node targets; ``pair_x``: (P, 2, D)
-    features of (chosen, rejected) replies."""
+    """Cached trunk inputs + targets per item. ``task``: 0 prompt, 1 response; ``hard``/``soft``: NaN
+    where absent; ``node_m``: known node targets; ``pair_x``: (chosen, rejected) reply features."""
 
     x: torch.Tensor  # (N, D)
     task: np.ndarray
@@ -187,8 +182,6 @@ class HeadData:
 
 
 def _content_key(item: GuardInput, prefix: str) -> str:
-    import hashlib
-
     h = hashlib.sha256(prefix.encode())
     for part in (item.text, "\x00", item.response or "\x01"):
         h.update(part.encode())
@@ -206,8 +199,6 @@ def _save_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
 def encode_items(model, items: list[GuardInput], cfg: DistillConfig) -> torch.Tensor:
     """(N, D) trunk inputs from the frozen encoder, cached on disk by content hash; batches are
     sorted by length so that padding stays small."""
-    from models.encoders import weights_sha256
-
     prefix = json.dumps([cfg.encoder, weights_sha256(cfg.encoder), cfg.max_length, cfg.use_ocr,
                          cfg.image_encoder])
     cache_path = Path(cfg.cache_dir) / f"features-{_content_key(GuardInput(prefix), '')[:16]}.pt"
@@ -236,24 +227,11 @@ def encode_items(model, items: list[GuardInput], cfg: DistillConfig) -> torch.Te
     return torch.stack([cache[k] for k in keys]) if keys else torch.zeros(0)
 
 
-def _node_targets(ex: GuardExample, label: float | None, node_keys: list[str]) -> tuple[list, list]:
-    """Benign items: every node 0 (known). Items with a resolvable SPA-VL category: its node and
-    ancestors 1, others 0. Otherwise unknown (masked out)."""
-    from models.taxonomy import default_taxonomy
-
-    k = len(node_keys)
-    if label is not None and label < 0.5:
-        return [0.0] * k, [1.0] * k
-    parts = (ex.category or "").split("/")
-    positives = set(default_taxonomy().labels_for(*parts[:3])) if ex.category else set()
-    if not positives:
-        return [0.0] * k, [0.0] * k
-    return [float(key in positives) for key in node_keys], [1.0] * k
-
-
 def build_head_data(model, examples: list[GuardExample], pairs: list[PreferencePair],
                     cfg: DistillConfig) -> HeadData:
     """One item per (example, task) with a hard or soft label; features from ``encode_items``."""
+    from training.teachers import dataset_node_targets
+
     items, rows = [], []
     for ex in examples:
         for t, task in enumerate(("prompt", "response")):
@@ -261,7 +239,7 @@ def build_head_data(model, examples: list[GuardExample], pairs: list[PreferenceP
             if hard is None and soft is None:
                 continue
             items.append(ex.prompt_input() if t == 0 else ex.response_input())
-            ny, nm = _node_targets(ex, hard if hard is not None else soft, model.config.node_keys)
+            ny, nm = dataset_node_targets(ex, hard if hard is not None else soft, model.config.node_keys)
             rows.append((t, hard, soft, ny, nm, ex))
     if not rows:
         raise ValueError("no labelled items: every example lacks hard and soft labels")
@@ -303,6 +281,17 @@ def _item_loss(z: torch.Tensor, hard: torch.Tensor, soft: torch.Tensor, cfg: Dis
 def fit_heads(model, data: HeadData, idx: np.ndarray, cfg: DistillConfig) -> list[float]:
     """Train trunk + output layer on the cached features of ``idx``; returns per-epoch losses."""
     _reset_heads(model, cfg.seed)
+    # NOTE(h4): one thread: (256 x 769) @ (769 x 256) steps gain nothing from intra-op threads, and
+    # on a shared 2-core box spinning OpenMP workers made head training up to 40x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_loop(model, data, idx, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_loop(model, data: HeadData, idx: np.ndarray, cfg: DistillConfig) -> list[float]:
     params = [p for m in (model.trunk, model.out) for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -322,7 +311,7 @@ def fit_heads(model, data: HeadData, idx: np.ndarray, cfg: DistillConfig) -> lis
                 logits[:, 2:], ny[b], reduction="none") * nm[b]
             loss = loss + cfg.node_weight * node_l.sum() / nm[b].sum().clamp(min=1.0)
             if len(data.pair_x) and cfg.pair_weight > 0:
-                p = torch.randint(len(data.pair_x), (min(len(b), len(data.pair_x)),), generator=gen)
+                p = torch.randint(len(data.pair_x), (min(len(b) // 4 + 1, len(data.pair_x)),), generator=gen)
                 zc, zr = model.out(model.trunk(data.pair_x[p].flatten(0, 1))).view(len(p), 2, -1)[:, :, 1].T
                 loss = loss + cfg.pair_weight * torch.nn.functional.softplus(zc - zr).mean()
             opt.zero_grad()
@@ -390,8 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     (cfg,) = make_parser().parse_args_and_config(args)
     card = run(cfg, args)
-    print(json.dumps({"output_dir": cfg.output_dir, "metrics": card["metrics"],
-                      "build_seconds": card["build_seconds"]}, indent=2))
+    print(json.dumps({k: card[k] for k in ("metrics", "build_seconds")}, indent=2))
     return 0
 
 

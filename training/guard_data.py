@@ -125,7 +125,8 @@ def _row_to_example(row: dict[str, Any], root: Path, where: str) -> GuardExample
         soft_response=soft_response,
         category=str(category) if category is not None else None,
         group=str(row.get("dataset") or ""),
-        extra=row.get("extra") if isinstance(row.get("extra"), dict) else {},
+        extra={**(row.get("extra") if isinstance(row.get("extra"), dict) else {}),
+               "orig_label": row.get("orig_label")},
     )
 
 

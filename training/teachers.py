@@ -190,3 +190,46 @@ def judge_unlabelled(examples: list, client: JudgeClient) -> list:
     finally:
         client.close()
     return out
+
+
+# OpenAI moderation-release label codes → OpenAI moderation category names (the dataset's own
+# legend; the names are the taxonomy's "openai" projection target names).
+OPENAI_MODERATION_CODES = {"S": "sexual", "H": "hate", "V": "violence", "HR": "harassment",
+                           "SH": "self-harm", "S3": "sexual/minors", "H2": "hate/threatening",
+                           "V2": "violence/graphic"}
+
+
+def dataset_node_targets(example, label: float | None, node_keys: list[str]) -> tuple[list, list]:
+    """Teacher (a), dataset labels, for the node head: (targets, known-mask) over ``node_keys``.
+
+    * benign item (label < 0.5): every node 0, all known;
+    * SPA-VL ``class1/class2/class3`` category: that node and its ancestors 1, the rest 0;
+    * OpenAI moderation codes (``orig_label`` dict of the ``openai_moderation`` set): nodes whose "openai" projection names a
+      positive code are 1 (with ancestors); with ``labels_complete``, nodes that project only
+      onto negative codes are 0; everything else stays unknown (masked);
+    * otherwise unknown.
+    """
+    from models.taxonomy import default_taxonomy
+
+    tax, k = default_taxonomy(), len(node_keys)
+    if label is not None and label < 0.5:
+        return [0.0] * k, [1.0] * k
+    if example.category:
+        positives = set(tax.labels_for(*example.category.split("/")[:3]))
+        if positives:
+            return [float(key in positives) for key in node_keys], [1.0] * k
+    codes = example.extra.get("orig_label") if example.group == "openai_moderation" else None
+    if not isinstance(codes, dict):
+        return [0.0] * k, [0.0] * k
+    pos_names = {OPENAI_MODERATION_CODES[c] for c, v in codes.items() if v == 1 and c in OPENAI_MODERATION_CODES}
+    neg_names = {OPENAI_MODERATION_CODES[c] for c, v in codes.items() if v == 0 and c in OPENAI_MODERATION_CODES}
+    proj = tax.projections.get("openai", {})
+    positives = {key for key, names in proj.items() if pos_names & set(names)}
+    positives |= {a for key in positives for a in tax.ancestors(key)}
+    complete = bool(example.extra.get("labels_complete"))
+    y, m = [], []
+    for key in node_keys:
+        names = set(proj.get(key, ()))
+        y.append(float(key in positives))
+        m.append(float(key in positives or (complete and bool(names) and names <= neg_names)))
+    return y, m

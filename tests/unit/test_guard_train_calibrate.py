@@ -56,3 +56,17 @@ def test_bad_inputs_fail_clearly():
         fit_temperature([], [])
     with pytest.raises(ValueError, match="no benign"):
         calibrate({"prompt": HeldOut(np.ones(3), np.ones(3), np.zeros(3, bool))}, target_fpr=0.1)
+
+
+def test_untaught_nodes_never_fire():
+    rng = np.random.default_rng(2)
+    y = np.array([0] * 2000 + [1] * 2000)
+    z = rng.normal(0, 2, 4000)  # node "a": calibrated logits, targets drawn from them
+    node_targets = np.zeros((4000, 2))
+    node_targets[:, 0] = rng.random(4000) < 1 / (1 + np.exp(-z))
+    node_logits = np.stack([z, rng.normal(-8, 1, 4000)], 1)  # node "b": never positive
+    cal = calibrate({"prompt": HeldOut(np.where(y == 1, 2.0, -2.0), y, y == 0)}, target_fpr=0.1,
+                    node_keys=["a", "b"], node_logits=node_logits, node_targets=node_targets,
+                    node_mask=np.ones((4000, 2)), node_benign=y == 0, node_target_fpr=0.05)
+    assert cal.node_thresholds["b"] == 1.0 and cal.node_thresholds["a"] < 1.0
+    assert cal.node_temperature == pytest.approx(1.0, rel=0.15)  # "b" stays out of the fit

@@ -106,3 +106,26 @@ def test_judge_client_reports_http_errors(judge_server):
     with pytest.raises(JudgeError, match="HTTP 404"):
         client.judge("hi")
     client.close()
+
+
+def test_dataset_node_targets():
+    from models.taxonomy import default_node_keys, default_taxonomy
+    from training.guard_data import GuardExample
+    from training.teachers import dataset_node_targets
+
+    keys = default_node_keys()
+    benign = GuardExample("b", "hi", label_prompt=0)
+    assert dataset_node_targets(benign, 0, keys) == ([0.0] * len(keys), [1.0] * len(keys))
+    unknown = GuardExample("u", "x", label_prompt=1, category="Harassment/Discrimination", group="jbb")
+    assert sum(dataset_node_targets(unknown, 1, keys)[1]) == 0  # not a SPA-VL category: masked
+    leaf = next(k for k in keys if default_taxonomy().nodes[k].level == "subcategory")
+    spa = GuardExample("s", "x", label_prompt=1, category=leaf)
+    y, m = dataset_node_targets(spa, 1, keys)
+    assert {k for k, v in zip(keys, y) if v} == {leaf, *default_taxonomy().ancestors(leaf)} and all(m)
+    codes = {"S": 0, "H": 1, "V": 0, "HR": 0, "SH": 0, "S3": 0, "H2": 0, "V2": 0}
+    oai = GuardExample("o", "x", label_prompt=1, group="openai_moderation",
+                       extra={"orig_label": codes, "labels_complete": True})
+    y, m = dataset_node_targets(oai, 1, keys)
+    hate_nodes = {k for k, names in default_taxonomy().projections["openai"].items() if "hate" in names}
+    assert hate_nodes and hate_nodes <= {k for k, v in zip(keys, y) if v}
+    assert any(mi and not yi for yi, mi in zip(y, m))  # complete labels give known negatives
