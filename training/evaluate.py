@@ -1,6 +1,6 @@
 """``spaguard eval-guard``: evaluate a harm classifier on guard-schema JSONL.
 
-    spaguard eval-guard --data FILE.jsonl [--root DIR] [--model PATH] [--backend torch|onnx] --out DIR
+    spaguard eval-guard --data FILE.jsonl [--root DIR] [--model PATH] [--backend torch|onnx|onnx-int8] --out DIR
 
 Scoring goes through ``models.backends.load_backend`` (the path the service uses). Writes
 ``DIR/metrics.json`` shaped ``{"prompt": M, "response": M, "latency_ms": {"p50", "p95", ...},
@@ -219,7 +219,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="guard-schema JSONL file")
     p.add_argument("--root", default=None, help="image root (default: the data file's folder)")
     p.add_argument("--model", default=None, help="classifier artifact dir (default: models/default)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="scoring runtime")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "onnx-int8"),
+                   help="scoring runtime (models.backends.load_backend kind)")
     p.add_argument("--batch-size", type=int, default=32, help="items per backend call")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
     p.add_argument("--out", required=True, help="output folder for metrics.json, summary.md, plots")
