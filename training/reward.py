@@ -161,7 +161,11 @@ def _optimizer(model: VLMRewardModel, cfg: RewardJobConfig) -> torch.optim.Optim
 
 
 def fit(model: VLMRewardModel, collator: Any, train_rows: list[dict], cfg: RewardJobConfig) -> list[dict]:
-    """The training loop; returns the logged records (also appended to ``metrics.jsonl``)."""
+    """The training loop; returns the logged records (also appended to ``metrics.jsonl``). Each
+    epoch reshuffles and drops the last partial batch (fixed batch shapes)."""
+    if len(train_rows) < cfg.per_device_train_batch_size:
+        raise ValueError(f"{len(train_rows)} train pairs < per_device_train_batch_size="
+                         f"{cfg.per_device_train_batch_size}: no full batch to train on")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
