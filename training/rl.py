@@ -92,8 +92,7 @@ class VLMRewardFunction:
 def prompt_dataset(data_args: SpaVLDataArgs):
     """SPA-VL preference rows → GRPO prompt rows (``prompt`` + ``images``)."""
     train, _, report = load_preference_splits(data_args)
-    keep = {"prompt", "images"}
-    return train.remove_columns([c for c in train.column_names if c not in keep]), report
+    return train.select_columns(["prompt", "images"]), report  # works on streaming datasets too
 
 
 def make_parser():
