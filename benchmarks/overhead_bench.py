@@ -179,20 +179,26 @@ async def measure(args: argparse.Namespace, urls: dict[str, str]) -> dict[str, A
             await closed_loop(urls[arm], models[arm], prompts[:args.concurrency], args.concurrency,
                               args.max_tokens, stream)
     runs: dict[tuple[str, str], tuple[list[Sample], float]] = {(a, m): ([], 0.0) for a in ARMS for m in MODES}
+    round_rps: dict[str, list[float]] = {m: [] for m in MODES}  # guarded/direct req/s per round
     for r in range(args.rounds):
         chunk = prompts[r * per_round:(r + 1) * per_round]
         for mode in MODES:
+            rps: dict[str, float] = {}
             for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
                 samples, wall = await closed_loop(urls[arm], models[arm], chunk, args.concurrency,
                                                   args.max_tokens, mode == "stream")
                 prev, prev_wall = runs[(arm, mode)]
                 runs[(arm, mode)] = (prev + samples, prev_wall + wall)
+                rps[arm] = len(samples) / wall
+            round_rps[mode].append(rps["guarded"] / rps["direct"])
     results = {f"{a}/{m}": summarize(*runs[(a, m)]) for a in ARMS for m in MODES}
-    ratios = {}
+    ratios: dict[str, dict[str, Any]] = {}
     for mode in MODES:
         d, g = results[f"direct/{mode}"], results[f"guarded/{mode}"]
         ratios[mode] = {k: (g[k] / d[k] if d[k] and g[k] is not None else None)
                         for k in ("p50_ms", "p95_ms", "ttft_p50_ms", "ttft_p95_ms", "rps")}
+    for mode in MODES:  # the spread over rounds says how much of a ratio is noise
+        ratios[mode]["rps_rounds"] = round_rps[mode]
     return {"results": results, "ratios": ratios, "models": models}
 
 
@@ -211,7 +217,7 @@ def markdown(doc: dict[str, Any]) -> str:
         q = doc["ratios"][mode]
         rows.append(f"| {mode} | **guarded/direct** | {f(q['p50_ms'], '{:.2f}x')} | {f(q['p95_ms'], '{:.2f}x')} "
                     f"| {f(q['ttft_p50_ms'], '{:.2f}x')} | {f(q['ttft_p95_ms'], '{:.2f}x')} "
-                    f"| {f(q['rps'], '{:.2f}x')} | |")
+                    f"| {f(q['rps'], '{:.2f}x')} (rounds {min(q['rps_rounds']):.2f}-{max(q['rps_rounds']):.2f}) | |")
     return "\n".join(rows)
 
 
