@@ -68,22 +68,39 @@ def check_max_length(max_length: int | None, example: dict[str, Any], processor:
     return lengths
 
 
-def filter_by_length(dataset: Any, processor: Any, max_length: int | None, counts: Counter | None = None):
+def filter_by_length(dataset: Any, processor: Any, max_length: int | None, counts: Counter | None = None,
+                     num_proc: int | None = None):
     """Drop pairs whose prompt would be cut; count drops and truncated responses in ``counts``.
 
-    Works on ``Dataset`` and streaming ``IterableDataset``. ``max_length=None`` keeps everything."""
+    A ``Dataset`` gets its lengths as columns through ``map`` (cached by ``datasets`` with the
+    data, parallel with ``num_proc``), then counted and selected, so the counts are right on a
+    cache hit too. A streaming ``IterableDataset`` is filtered lazily and ``counts`` grows while
+    it is consumed. ``max_length=None`` keeps everything."""
+    from datasets import IterableDataset
+
     counts = counts if counts is not None else Counter()
     if max_length is None:
         return dataset
+    if isinstance(dataset, IterableDataset):
+        return dataset.filter(lambda ex: _count(pair_lengths(ex, processor), max_length, counts))
 
-    def keep(example: dict[str, Any]) -> bool:
+    def lengths(example: dict[str, Any]) -> dict[str, int]:
         n = pair_lengths(example, processor)
-        if n["prompt"] + 1 > max_length:
-            counts["prompt_too_long"] += 1
-            return False
-        if n["prompt"] + max(n["chosen"], n["rejected"]) > max_length:
-            counts["response_truncated"] += 1
-        counts["length_ok"] += 1
-        return True
+        return {"_n_prompt": n["prompt"], "_n_full": n["prompt"] + max(n["chosen"], n["rejected"])}
 
-    return dataset.filter(keep)
+    measured = dataset.map(lengths, num_proc=num_proc, desc="measuring token lengths")
+    keep = [i for i, (p, f) in enumerate(zip(measured["_n_prompt"], measured["_n_full"], strict=True))
+            if _count({"prompt": p, "full": f}, max_length, counts)]
+    return measured.select(keep).remove_columns(["_n_prompt", "_n_full"])
+
+
+def _count(n: dict[str, int], max_length: int, counts: Counter) -> bool:
+    """Count one pair's fate; True when it is kept."""
+    full = n.get("full", n["prompt"] + max(n.get("chosen", 0), n.get("rejected", 0)))
+    if n["prompt"] + 1 > max_length:
+        counts["prompt_too_long"] += 1
+        return False
+    if full > max_length:
+        counts["response_truncated"] += 1
+    counts["length_ok"] += 1
+    return True
