@@ -4,8 +4,8 @@ Contract (shared with training/, which trains it, and models/backends.py, which 
 ----------------------------------------------------------------------------------------
 * ``featurize(items)`` -> CPU tensors for ``forward``: the prompt text plus the OCR text of its
   images, tokenized by the encoder's fast tokenizer with the response as ``text_pair``, padded to
-  the longest item (not to ``max_length``); plus ``pixel_values``/``image_mask`` when an image
-  encoder is configured and the batch has images.
+  the longest item rounded up to a multiple of 8 (not to ``max_length``); plus
+  ``pixel_values``/``image_mask`` when an image encoder is configured and the batch has images.
 * ``forward(**features)`` -> ``{"prompt": (B,), "response": (B,), "nodes": (B, len(node_keys))}``
   logits. Pooling: masked mean over the prompt segment and over the response segment, each
   L2-normalised (sentence-transformers style), concatenated with a has-response flag.
@@ -37,6 +37,7 @@ from models.taxonomy import default_node_keys, node_keys_version
 
 FORMAT_VERSION = 1
 TRAINABLE_MODES = ("frozen", "lora", "full")
+PAD_MULTIPLE = 8  # token axis is padded to a multiple of this (see tokenize)
 
 
 @dataclass
@@ -317,7 +318,8 @@ class Featurizer:
 
 def tokenize(tokenizer: Any, texts: list[str], pairs: list[str | None], max_length: int,
              with_token_type_ids: bool) -> dict[str, torch.Tensor]:
-    """Batch-tokenize (text, optional pair), padded to the longest item; adds ``response_mask``.
+    """Batch-tokenize (text, optional pair), padded to the longest item rounded up to ``PAD_MULTIPLE``;
+    adds ``response_mask``.
 
     Items with and without a pair are tokenized in separate calls (a ``None`` pair is not the same
     as an empty one) and merged by right-padding to a common length.
@@ -336,7 +338,10 @@ def tokenize(tokenizer: Any, texts: list[str], pairs: list[str | None], max_leng
             rows[i] = {"input_ids": enc["input_ids"][j], "response_mask": [int(s == 1) for s in seq]}
             if with_token_type_ids:
                 rows[i]["token_type_ids"] = enc["token_type_ids"][j]
-    width = max(len(r["input_ids"]) for r in rows.values())
+    longest = max(len(r["input_ids"]) for r in rows.values())
+    # Round up to PAD_MULTIPLE (never past max_length): fewer distinct (B, T) shapes, because ORT's
+    # first run of a new shape is slower (memory planning); ≤ 7 padded tokens cost little.
+    width = max(longest, min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, max_length))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "response_mask": []}
     if with_token_type_ids:
