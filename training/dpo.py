@@ -165,7 +165,8 @@ def peft_config_for(model_args: Any, job: DPOJobArgs):
     return config
 
 
-def prepare_data(data_args: SpaVLDataArgs, job: DPOJobArgs, max_length: int | None, processor: Any):
+def prepare_data(data_args: SpaVLDataArgs, job: DPOJobArgs, max_length: int | None, processor: Any,
+                 num_proc: int | None = None):
     """Train/eval datasets after conversion and the length filter, plus the data report."""
     from training.data.length import check_max_length, filter_by_length
 
@@ -174,9 +175,12 @@ def prepare_data(data_args: SpaVLDataArgs, job: DPOJobArgs, max_length: int | No
     check_max_length(max_length, first, processor)  # fail before the model trains, with the fix
     length_counts: dict[str, Counter] = {"train": Counter(), "eval": Counter()}
     if job.length_filter:
-        train = filter_by_length(train, processor, max_length, length_counts["train"])
-        if eval_ds is not None:
-            eval_ds = filter_by_length(eval_ds, processor, max_length, length_counts["eval"])
+        from accelerate import PartialState
+
+        with PartialState().main_process_first():  # rank 0 measures; the others hit its cache
+            train = filter_by_length(train, processor, max_length, length_counts["train"], num_proc)
+            if eval_ds is not None:
+                eval_ds = filter_by_length(eval_ds, processor, max_length, length_counts["eval"], num_proc)
     return train, eval_ds, {"conversion": report, "length": length_counts}
 
 
@@ -250,7 +254,8 @@ def train(data_args: SpaVLDataArgs, job: DPOJobArgs, training_args: Any, model_a
 
     out = Path(training_args.output_dir)
     model, processor = load_model_and_processor(model_args, job.freeze_vision_tower)
-    train_ds, eval_ds, report = prepare_data(data_args, job, training_args.max_length, processor)
+    train_ds, eval_ds, report = prepare_data(data_args, job, training_args.max_length, processor,
+                                             training_args.dataset_num_proc)
     checkpoint = resume_arg(training_args)
     trainer = DPOTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
