@@ -86,6 +86,8 @@ def test_lora_dpo_merges_back_into_the_base_class(assets, tmp_path):
     moved = [k for k, v in merged.state_dict().items() if "q_proj" in k and "language_model" in k
              and not torch.equal(v, base[k])]
     assert moved, "merged LoRA left the attention weights unchanged"
+    vision_moved = [k for k, v in merged.state_dict().items() if "vision_tower" in k and not torch.equal(v, base[k])]
+    assert not vision_moved, "lora_target_regex must keep the adapters on the language model"
 
 
 def test_resume_from_checkpoint_gives_the_same_next_step_loss(assets, tmp_path):
