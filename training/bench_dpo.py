@@ -231,6 +231,7 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path, device: str, 
     tflops = 6 * n_params * tokens_step / s_step / 1e12
     loss, margin = fixed_batch_metrics(trainer, fixed_rows)
     mem = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    trainer.accelerator.free_memory()  # drops the accelerator's references to model and optimizer
     del trainer, model
     gc.collect()
     if device == "cuda":
