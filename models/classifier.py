@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -274,6 +275,9 @@ class Featurizer:
         self.max_length = min(config.max_length, int(self.tokenizer.model_max_length or config.max_length))
         self.uses_token_type_ids = "token_type_ids" in self.tokenizer.model_input_names
         self.image_processor = load_image_processor(config.image_encoder) if config.image_encoder else None
+        # NOTE(helper3): a fast tokenizer call sets truncation/padding state on the shared Rust object;
+        # concurrent calls from several threads can fail with "Already borrowed", so tokenize under a lock.
+        self._tokenize_lock = threading.Lock()
 
     @property
     def input_names(self) -> list[str]:
@@ -289,8 +293,9 @@ class Featurizer:
             raise ValueError("featurize needs at least one item")
         ocr_texts = [self._ocr_text(item) for item in items]
         texts = [f"{item.text}\n{ocr}" if ocr else item.text for item, ocr in zip(items, ocr_texts)]
-        feats = tokenize(self.tokenizer, texts, [it.response for it in items], self.max_length,
-                         self.uses_token_type_ids)
+        with self._tokenize_lock:
+            feats = tokenize(self.tokenizer, texts, [it.response for it in items], self.max_length,
+                             self.uses_token_type_ids)
         if self.image_processor is not None and any(item.images for item in items):
             feats.update(self._pixels(items))
         return feats, ocr_texts

@@ -165,3 +165,15 @@ def test_torch_backend_scores_with_calibration(tiny: dict[str, str], tmp_path) -
         load_backend("torch", tmp_path / "missing")
     with pytest.raises(ValueError, match="unknown backend"):
         load_backend("tensorrt", tmp_path / "art")
+
+
+def test_featurize_is_thread_safe(tiny: dict[str, str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = GuardClassifier(ClassifierConfig(encoder=tiny["text"], node_keys=NODES, max_length=64))
+    batches = [[GuardInput(f"prompt number {i} " * (1 + i % 7), response=None if i % 2 else "ok")] * 4
+               for i in range(48)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(model.featurize, batches))
+    for batch, feats in zip(batches, got):
+        assert torch.equal(feats["input_ids"], model.featurize(batch)["input_ids"])
