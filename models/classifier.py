@@ -276,7 +276,8 @@ class Featurizer:
         self.uses_token_type_ids = "token_type_ids" in self.tokenizer.model_input_names
         self.image_processor = load_image_processor(config.image_encoder) if config.image_encoder else None
         # NOTE(helper3): a fast tokenizer call sets truncation/padding state on the shared Rust object;
-        # concurrent calls from several threads can fail with "Already borrowed", so tokenize under a lock.
+        # calls that change it (e.g. another caller with other settings) race with ours and can fail
+        # with "Already borrowed" (huggingface/tokenizers#537), so tokenize under a lock.
         self._tokenize_lock = threading.Lock()
 
     @property
