@@ -147,8 +147,9 @@ def guard_artifact(path: str | None, seed: int, workdir: Path) -> Path:
 
 
 @contextmanager
-def servers(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, str]]:
-    """(direct vLLM base URL, guarded base URL), both ``.../v1``; both stopped on exit."""
+def servers(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, str, Path]]:
+    """(direct vLLM base URL, guarded base URL, classifier artifact); URLs end in ``/v1``; both
+    servers are stopped on exit."""
     from tests.e2e.serve_process import spaguard_server
     from tests.tiny import check_vllm_python, save_tiny_text_llm, vllm_server
 
@@ -161,7 +162,7 @@ def servers(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, str]
                       "--guard-backend", args.guard_backend, "--guard-artifact", str(artifact),
                       "--guard-threads", str(args.guard_threads)]
         guarded = stack.enter_context(spaguard_server(guard_args, workdir / "spaguard.log"))
-        yield vllm_url, f"{guarded}/v1"
+        yield vllm_url, f"{guarded}/v1", artifact
 
 
 async def _model_id(base: str) -> str:
@@ -254,8 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency < 1 or args.requests < args.rounds or args.rounds < 1 or args.max_tokens < 1:
         raise SystemExit("need concurrency ≥ 1, rounds ≥ 1, requests ≥ rounds, max-tokens ≥ 1")
     before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="overhead-bench-") as tmp, servers(args, Path(tmp)) as (direct, guarded):
-        doc = asyncio.run(measure(args, {"direct": direct, "guarded": guarded}))
+    with tempfile.TemporaryDirectory(prefix="overhead-bench-") as tmp:
+        with servers(args, Path(tmp)) as (direct, guarded, artifact):
+            doc = asyncio.run(measure(args, {"direct": direct, "guarded": guarded}))
+        doc["guard_artifact"] = "random heads" if artifact.is_relative_to(tmp) else str(artifact)
     doc |= {"machine": machine(args), "loadavg_before": before,
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
