@@ -52,7 +52,7 @@ async def main(model_dir):
                                     collect(engine, req("c2", "two", max_tokens=6)))
         result["concurrent_finishes"] = [b[-1].finish_reason for b in both]
         outs = []
-        async for out in engine.generate(req("long", "hi", max_tokens=200, temperature=1.0, seed=0)):
+        async for out in engine.generate(req("long", "hi", max_tokens=230, temperature=1.0, seed=1)):
             outs.append(out)
             if len(outs) == 3:
                 await engine.abort("long")

@@ -82,11 +82,13 @@ async def test_model_discovery_and_concurrent_streams(upstream_url: str) -> None
 
 async def test_abort_mid_stream_stops_generation_in_vllm(upstream_url: str) -> None:
     # vLLM's per-request seed makes this sample reproducible: learn its full length first.
-    request = _req("full", "hi", max_tokens=200, temperature=1.0, seed=0)
+    # Seed 1 samples no EOS within 230 tokens (prompt 21 + 230 fits the 256 context): ~4 s of
+    # generation, far longer than the abort takes to reach vLLM.
+    request = _req("full", "hi", max_tokens=230, temperature=1.0, seed=1)
     async with _engine(upstream_url) as engine:
         full = await _run(engine, request)
         n_full = full[-1].completion_tokens
-        assert n_full >= 40, "pick a prompt/seed whose answer is long enough to abort"
+        assert full[-1].finish_reason == "length", "pick a prompt/seed whose answer is long enough to abort"
         before = await _generated_tokens(upstream_url)
         outs = []
         async for out in engine.generate(EngineRequest("long", request.messages, request.params)):
@@ -193,8 +195,8 @@ async def test_guard_cuts_a_vllm_stream_and_aborts_it_upstream(
     )
     try:
         stream = await client.chat.completions.create(
-            model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=200,
-            temperature=1.0, seed=0, stream=True,
+            model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=230,
+            temperature=1.0, seed=1, stream=True,  # a 230-token answer (see the abort test)
         )  # fmt: skip
         chunks = [chunk async for chunk in stream]
     finally:
