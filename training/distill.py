@@ -377,8 +377,12 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    (cfg,) = make_parser().parse_args_and_config(args)
-    card = run(cfg, args)
+    try:
+        (cfg,) = make_parser().parse_args_and_config(args)
+        card = run(cfg, args)
+    except (OSError, ValueError) as exc:  # bad config or data: one clear line, exit 2
+        print(f"spaguard train-guard: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: card[k] for k in ("metrics", "build_seconds")}, indent=2))
     return 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -231,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.batch_size < 1:
         raise SystemExit("eval-guard: --batch-size must be ≥ 1")
-    examples = read_guard_jsonl(args.data, args.root)
+    try:
+        examples = read_guard_jsonl(args.data, args.root)
+    except (OSError, ValueError) as exc:  # bad input: one clear line, exit 2 (no traceback)
+        print(f"spaguard eval-guard: error: {exc}", file=sys.stderr)
+        return 2
     from models.backends import load_backend  # the same door the service uses
 
     backend = load_backend(args.backend, args.model, threads=args.threads,

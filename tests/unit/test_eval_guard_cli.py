@@ -95,11 +95,12 @@ def test_task_without_labels_is_null(tmp_path, fake_loader):
     assert m["response"] is None and m["prompt"]["n"] == 6
 
 
-def test_bad_rows_fail_clearly(tmp_path, fake_loader):
+def test_bad_rows_fail_clearly(tmp_path, fake_loader, capsys):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"uid": "x", "prompt": "p", "label_prompt_unsafe": 2}\n')
-    with pytest.raises(ValueError, match="bad.jsonl:1.*label_prompt_unsafe"):
-        evaluate.main(["--data", str(data), "--out", str(tmp_path / "o")])
+    assert evaluate.main(["--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "bad.jsonl:1: label_prompt_unsafe must be 0, 1 or null" in capsys.readouterr().err
+    assert fake_loader == []  # nothing was loaded or scored
 
 
 def test_binary_metrics_edge_cases():

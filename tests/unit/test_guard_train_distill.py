@@ -104,6 +104,11 @@ def test_unknown_recipe_key_fails(tmp_path):
         distill.make_parser().parse_args_and_config(["--config", str(bad)])
 
 
+def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
+    assert distill.main(["--guard_files", "missing.jsonl", "--data_root", str(tmp_path)]) == 2
+    assert "matched nothing" in capsys.readouterr().err
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="no training data"):
         distill.DistillConfig()
