@@ -9,6 +9,7 @@ imported only when chosen, so ``spaguard serve`` never imports the training stac
     spaguard export-onnx --model DIR --out FILE.onnx      export the classifier to ONNX
     spaguard train-dpo  training/configs/<recipe>.yaml    align a VLM with DPO
     spaguard train-reward training/configs/<recipe>.yaml  train the VLM reward model
+    spaguard train-rl training/configs/<recipe>.yaml      GRPO against the VLM reward model
     spaguard eval-harm ...                                unsafe rate of a VLM's answers
     spaguard smoke-train --out runs/smoke                 the whole training pipeline on tiny models
 """
@@ -25,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "export-onnx": ("models.export_onnx", "export a classifier artifact to ONNX"),
     "train-dpo": ("training.dpo", "align a VLM with DPO from a YAML recipe"),
     "train-reward": ("training.reward", "train a VLM reward model from a YAML recipe"),
+    "train-rl": ("training.rl", "on-policy RL (GRPO) of a VLM against the VLM reward model"),
     "eval-harm": ("training.eval_harm", "generate answers and measure the unsafe rate"),
     "smoke-train": ("training.smoke", "run the whole training pipeline on tiny models"),
 }
