@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# No test may reach a model hub (there is no network here, and CI must not depend on one): set
+# this before any test module imports transformers / huggingface_hub, which read it at import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 _TESTS = Path(__file__).resolve().parent
 _KINDS = ("unit", "integration", "e2e")
 
