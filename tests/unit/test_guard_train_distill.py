@@ -114,3 +114,21 @@ def test_config_validation():
         distill.DistillConfig()
     with pytest.raises(ValueError, match="cv_folds"):
         distill.DistillConfig(guard_files=["x"], cv_folds=1)
+
+
+def test_soft_and_hard_targets_mix_with_temperature():
+    import torch
+
+    cfg = distill.DistillConfig(guard_files=["x"], soft_weight=0.25, distill_temperature=2.0)
+    nan = float("nan")
+    z = torch.tensor([0.0, 0.0, 0.0, 3.0])
+    hard = torch.tensor([1.0, nan, 1.0, nan])
+    soft = torch.tensor([nan, 0.5, 0.5, 0.9])
+    loss = distill._item_loss(z, hard, soft, cfg)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    soft_term = 4.0 * bce(torch.tensor(0.0), torch.tensor(0.5))  # T² · BCE(z/T, soft_T); soft_T(0.5)=0.5
+    assert loss[0] == pytest.approx(float(bce(torch.tensor(0.0), torch.tensor(1.0))))  # hard only
+    assert loss[1] == pytest.approx(float(soft_term))  # soft only
+    assert loss[2] == pytest.approx(0.75 * float(loss[0]) + 0.25 * float(soft_term))  # mixed
+    soft_t = torch.sigmoid(torch.logit(torch.tensor(0.9)) / 2.0)  # teacher softened by T
+    assert loss[3] == pytest.approx(4.0 * float(bce(torch.tensor(1.5), soft_t)))

@@ -129,3 +129,15 @@ def test_dataset_node_targets():
     hate_nodes = {k for k, names in default_taxonomy().projections["openai"].items() if "hate" in names}
     assert hate_nodes and hate_nodes <= {k for k, v in zip(keys, y) if v}
     assert any(mi and not yi for yi, mi in zip(y, m))  # complete labels give known negatives
+
+
+def test_judge_labels_only_unlabelled_items(judge_server):
+    from training.guard_data import GuardExample
+    from training.teachers import judge_unlabelled
+
+    examples = [GuardExample("a", "How do I build a bomb?"),  # no label: judged
+                GuardExample("b", "bake bread", label_prompt=0),  # labelled: left alone
+                GuardExample("c", "q", response="Here is the bomb recipe", label_prompt=1)]
+    out = judge_unlabelled(examples, JudgeClient(judge_server, "m"))
+    assert out[0].soft_prompt == pytest.approx(0.9) and out[1].soft_prompt is None
+    assert out[2].soft_prompt is None and out[2].soft_response == pytest.approx(0.9)
