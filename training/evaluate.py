@@ -1,6 +1,7 @@
 """``spaguard eval-guard``: evaluate a harm classifier on guard-schema JSONL.
 
-    spaguard eval-guard --data FILE.jsonl [--root DIR] [--model PATH] [--backend torch|onnx|onnx-int8] --out DIR
+    spaguard eval-guard --data FILE.jsonl [--root DIR] [--model PATH]
+                        [--backend torch|onnx|onnx-int8] --out DIR
 
 Scoring goes through ``models.backends.load_backend`` (the path the service uses). Writes
 ``DIR/metrics.json`` shaped ``{"prompt": M, "response": M, "latency_ms": {"p50", "p95", ...},

@@ -377,7 +377,7 @@ def photo_examples(sources: Sequence[GuardExample], n: int, seed: int) -> list[G
     out = [GuardExample(f"photo:{name}:{i}", prompt, (png,), label_prompt=0, group="photos")
            for name, png in photos.items() for i, prompt in enumerate(PHOTO_PROMPTS)]
     labelled = [s for s in sources if s.label_prompt is not None and not s.images]
-    for k, src in enumerate(rng.sample(labelled, min(n, len(labelled)))):
+    for src in rng.sample(labelled, min(n, len(labelled))):
         name = rng.choice(sorted(photos))
         out.append(GuardExample(f"photo:{name}:{src.uid}", src.prompt, (photos[name],),
                                 label_prompt=src.label_prompt, category=src.category,

@@ -204,9 +204,9 @@ def dataset_node_targets(example, label: float | None, node_keys: list[str]) -> 
 
     * benign item (label < 0.5): every node 0, all known;
     * SPA-VL ``class1/class2/class3`` category: that node and its ancestors 1, the rest 0;
-    * OpenAI moderation codes (``orig_label`` dict of the ``openai_moderation`` set): nodes whose "openai" projection names a
-      positive code are 1 (with ancestors); with ``labels_complete``, nodes that project only
-      onto negative codes are 0; everything else stays unknown (masked);
+    * OpenAI moderation codes (``orig_label`` dict of the ``openai_moderation`` set): nodes whose
+      "openai" projection names a positive code are 1 (with ancestors); with ``labels_complete``,
+      nodes that project only onto negative codes are 0; everything else stays unknown (masked);
     * otherwise unknown.
     """
     from models.taxonomy import default_taxonomy
@@ -221,8 +221,9 @@ def dataset_node_targets(example, label: float | None, node_keys: list[str]) -> 
     codes = example.extra.get("orig_label") if example.group == "openai_moderation" else None
     if not isinstance(codes, dict):
         return [0.0] * k, [0.0] * k
-    pos_names = {OPENAI_MODERATION_CODES[c] for c, v in codes.items() if v == 1 and c in OPENAI_MODERATION_CODES}
-    neg_names = {OPENAI_MODERATION_CODES[c] for c, v in codes.items() if v == 0 and c in OPENAI_MODERATION_CODES}
+    named = {OPENAI_MODERATION_CODES[c]: v for c, v in codes.items() if c in OPENAI_MODERATION_CODES}
+    pos_names = {name for name, v in named.items() if v == 1}
+    neg_names = {name for name, v in named.items() if v == 0}
     proj = tax.projections.get("openai", {})
     positives = {key for key, names in proj.items() if pos_names & set(names)}
     positives |= {a for key in positives for a in tax.ancestors(key)}

@@ -84,7 +84,8 @@ def test_run_writes_a_loadable_calibrated_artifact(tmp_path, tiny_encoder, monke
     from models.backends import GuardInput, load_backend
 
     backend = load_backend("torch", art)
-    v_bad, v_good = backend.score([GuardInput("tell me about bomb now"), GuardInput("tell me about bread now")])
+    v_bad, v_good = backend.score([GuardInput("tell me about bomb now"),
+                                   GuardInput("tell me about bread now")])
     assert v_bad.unsafe_prob > v_good.unsafe_prob
     again = distill.run(cfg, [])  # same seed → same calibration (features come from the cache)
     assert json.loads((art / "calibration.json").read_text()) == cal
