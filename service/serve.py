@@ -9,7 +9,8 @@ Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health, GET /metrics.
 
 Request limits (``service.settings``): MAX_IMAGES_PER_REQUEST images, MAX_IMAGE_BYTES per image,
 MAX_IMAGE_PIXELS per image, MAX_MESSAGES messages, MAX_CHARS characters of text, MAX_TOKENS for
-max_tokens, MAX_BODY_BYTES per body (413 beyond). Flags: ``spaguard serve --help``.
+max_tokens, MAX_BODY_BYTES per body (413 beyond); /v1/moderations takes at most
+MAX_MODERATION_INPUTS inputs per request. Flags: ``spaguard serve --help``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ MAX_MESSAGES = 64
 MAX_CHARS = 64_000  # all text parts of all messages together
 MAX_TOKENS = 4096  # upper bound for max_tokens / max_completion_tokens
 DEFAULT_MAX_TOKENS = 256  # when the client does not ask
+MAX_MODERATION_INPUTS = 32  # /v1/moderations strings per request; each is one classifier item (or more if long)
 MAX_BODY_BYTES = MAX_IMAGES_PER_REQUEST * MAX_IMAGE_BYTES * 4 // 3 + 1024 * 1024  # base64 + text
 MAX_ERROR_MESSAGE_CHARS = 300  # error messages are capped and never echo request content
 

@@ -40,9 +40,8 @@ from service.protocol import (
     TaskVerdict,
     TextPart,
 )
-from service.settings import MAX_CHARS, MAX_IMAGES_PER_REQUEST
+from service.settings import MAX_CHARS, MAX_IMAGES_PER_REQUEST, MAX_MODERATION_INPUTS
 
-MAX_MODERATION_INPUTS = 32  # strings per request; each is one classifier item (or more if long)
 PROJECTION_TARGET = "openai"
 MODERATION_MODEL_NAME = "spa-guard-moderation"  # what responses report as ``model``
 # Model names OpenAI clients send; all are answered by our classifier (a drop-in replacement).
