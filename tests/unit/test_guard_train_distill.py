@@ -73,8 +73,11 @@ def test_training_lowers_loss_and_raises_dev_accuracy(tmp_path, tiny_encoder, mo
 
 def test_run_writes_a_loadable_calibrated_artifact(tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = _cfg(tmp_path, tiny_encoder, cv_folds=3)
+    cfg = _cfg(tmp_path, tiny_encoder, cv_folds=3, cv_leave_one_dataset_out=True)
     card = distill.run(cfg, ["--config", "guard_tiny.yaml"])
+    lodo = card["metrics"]["leave_one_dataset_out"]
+    assert set(lodo["prompt_by_dataset"]) == {"set0", "set1", "set2"}
+    assert lodo["prompt_pooled"]["n"] == 96  # every item scored once, by a model that never saw its set
     art = tmp_path / "art"
     cal = json.loads((art / "calibration.json").read_text())
     assert set(cal) >= {"temperature", "threshold", "node_temperature", "node_thresholds"}
