@@ -50,6 +50,21 @@ vllm-venv: $(VLLM_VENV)/bin/.installed
 test-vllm: $(BIN)/.installed-dev $(VLLM_VENV)/bin/.installed
 	SPAGUARD_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -m vllm $(ARGS)
 
+# Rebuild the shipped classifier (models/default/) from the dev pack, seed 0 (~15 min cold on 2 cores).
+train-guard: $(BIN)/.installed-dev
+	$(BIN)/spaguard train-guard --config training/configs/guard_default.yaml $(ARGS)
+
+# Evaluate the shipped classifier on guard-schema JSONL: make eval-guard DATA=file.jsonl OUT=runs/eval
+DATA ?= ../shared/data/dev/index/coconot_contrast.jsonl
+OUT  ?= runs/eval
+eval-guard: $(BIN)/.installed-dev
+	$(BIN)/spaguard eval-guard --data $(DATA) --out $(OUT) $(ARGS)
+
+# Benchmarks (results and how to read them: docs/benchmarks.md).
+bench: $(BIN)/.installed-dev
+	$(BIN)/python benchmarks/guard_bench.py --quick --threads 2 --out runs/bench/guard
+	$(BIN)/python benchmarks/batching_bench.py --concurrency 32 --items 512 --out runs/bench/batching.json
+
 smoke-train: $(BIN)/.installed-dev
 	$(BIN)/spaguard smoke-train --out runs/smoke $(ARGS)
 
