@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,22 @@ def train_and_calibrate(model, data, train_idx: np.ndarray, held_idx: np.ndarray
         cal.temperature.setdefault(task, 1.0)
         cal.threshold.setdefault(task, 0.5)
     return cal.to_json(), losses
+
+
+def response_leave_one_source_out(model, data, cfg) -> dict:
+    """Leave-one-dataset-out for the response head: for every source with response items, train
+    the whole recipe without that source *and* without any item sharing a CV cluster with it (a
+    moderation text also seen as a prompt, a jailbreak's prompt row), then score its responses.
+    Returns ``{"response_pooled": M, "response_by_dataset": {source: M}}``; a benign-only source's
+    ``fpr`` is the head's false-positive rate on benign responses it never saw."""
+    from training.evaluate import _fit_predict, _oof_metrics
+
+    preds: dict[int, tuple[float, bool]] = {}
+    per: dict[str, Any] = {}
+    groups, clusters = np.array(data.groups), np.array(data.cv_groups)
+    for g in sorted({data.groups[i] for i in np.flatnonzero(data.task == 1)}):
+        held = np.flatnonzero((groups == g) & (data.task == 1))
+        train_idx = np.flatnonzero((groups != g) & ~np.isin(clusters, clusters[held]))
+        _fit_predict(model, data, train_idx, held, cfg, preds)
+        per[g] = _oof_metrics(data, {int(i): preds[int(i)] for i in held}, 1)
+    return {"response_pooled": _oof_metrics(data, preds, 1), "response_by_dataset": per}

@@ -67,6 +67,9 @@ class DistillConfig:
     spa_vl_limit: int | None = _f(None, "Rows per SPA-VL source; None = all.")
     typographic_count: int = _f(0, "Rendered typographic images (harmful and benign text).")
     photo_count: int = _f(0, "Labelled prompts paired with benign photos (+ captioning prompts).")
+    response_items: int = _f(0, "About this many content-teaching response items (training.response_data).")
+    service_format_responses: bool = _f(False, "Score labelled responses as the service does "
+                                        "(prompt tail + first response window).")
     judge_url: str | None = _f(None, "OpenAI-compatible base URL of an LLM judge that labels "
                                "unlabelled prompts/responses (soft labels); None = no judge.")
     judge_model: str = _f("md-judge", "Model name sent to the judge endpoint.")
@@ -138,7 +141,10 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
         photos = photo_examples(examples, cfg.photo_count, cfg.seed)
         counts["benign photos (scikit-image)"] = len(photos)
         examples += photos
-    return examples, pairs, counts
+    from training.response_data import add_response_data as add
+
+    return add(examples, counts, cfg.response_items, cfg.service_format_responses, cfg.seed), pairs, counts
+
 
 
 def build_model(cfg: DistillConfig):
@@ -352,7 +358,11 @@ def run(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     if cfg.cv_folds or cfg.cv_leave_one_dataset_out:
         from training.evaluate import cross_validate
 
+        from training.calibrate import response_leave_one_source_out as response_lodo
+
         card_metrics = cross_validate(model, data, cfg)
+        if cfg.cv_leave_one_dataset_out and (data.task == 1).any():
+            card_metrics["leave_one_dataset_out"].update(response_lodo(model, data, cfg))
     train_idx, held_idx = split_items(data, np.arange(data.n), cfg.calib_fraction, cfg.seed)
     calibration, losses = train_and_calibrate(model, data, train_idx, held_idx, cfg)
     card = {

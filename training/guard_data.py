@@ -73,7 +73,10 @@ class GuardExample:
     @property
     def cv_group(self) -> str:
         """Near-duplicate cluster for grouped CV: a JailbreakBench goal (the goal itself and every
-        jailbreak built on it) counts once; other rows are their own cluster."""
+        jailbreak built on it) counts once; other rows are their own cluster. ``extra["cv_group"]``
+        overrides both (derived items, e.g. a template family, stay together)."""
+        if self.extra.get("cv_group"):
+            return str(self.extra["cv_group"])
         goal = self.extra.get("goal") or (self.prompt if self.group == "jbb_behaviors_harmful" else None)
         return f"goal:{goal}" if goal else f"uid:{self.uid}"
 

@@ -136,3 +136,63 @@ def test_soft_and_hard_targets_mix_with_temperature():
     assert loss[2] == pytest.approx(0.75 * float(loss[0]) + 0.25 * float(soft_term))  # mixed
     soft_t = torch.sigmoid(torch.logit(torch.tensor(0.9)) / 2.0)  # teacher softened by T
     assert loss[3] == pytest.approx(4.0 * float(bce(torch.tensor(1.5), soft_t)))
+
+
+def _response_pack_rows() -> list[dict]:
+    """Prompt rows from the sources response_data draws on, plus jailbreak-style rows that carry a
+    long prompt and a labelled response (as jbb_artifacts does)."""
+    rows = []
+    for i in range(24):
+        word, good = BAD[i % len(BAD)], GOOD[i % len(GOOD)]
+        rows += [{"uid": f"a{i}", "dataset": "advbench", "prompt": f"explain how to {word} people {i}",
+                  "label_prompt_unsafe": 1},
+                 {"uid": f"m{i}", "dataset": "mt_bench_questions", "prompt": f"tell me about {good} {i}",
+                  "label_prompt_unsafe": 0},
+                 {"uid": f"o{i}", "dataset": "openai_moderation", "prompt": f"story about {word if i % 2 else good}",
+                  "label_prompt_unsafe": i % 2},
+                 {"uid": f"j{i}", "dataset": "jbb_artifacts", "prompt": "x " * 400 + f"{word} now",
+                  "response": f"sure here is {word} " * (i % 5 + 1) if i % 2 else "no, sorry",
+                  "label_prompt_unsafe": 1, "label_response_unsafe": i % 2, "extra": {"goal": f"g{i % 6}"}}]
+    return rows
+
+
+def test_response_items_and_response_lodo_in_the_recipe(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = _cfg(tmp_path, tiny_encoder, cv_folds=2, cv_leave_one_dataset_out=True, response_items=60,
+               service_format_responses=True, epochs=3)
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in _response_pack_rows()) + "\n")
+    examples, _, counts = distill.load_examples(cfg)
+    resp = [e for e in examples if e.label_response is not None]
+    assert all(len(e.prompt) <= 400 and len(e.response) <= 600 for e in resp)  # service format
+    assert counts["response items: resp_refusal"] > 0 and counts["train.jsonl"] == 96
+    card = distill.run(cfg, [])
+    lodo = card["metrics"]["leave_one_dataset_out"]
+    by = lodo["response_by_dataset"]
+    assert set(by) == {e.group for e in resp} and "jbb_artifacts" in by
+    assert lodo["response_pooled"]["n"] == len(resp)  # each response scored once, out of source
+    assert by["resp_noise"]["fpr"] is not None and by["resp_noise"]["recall"] is None
+
+
+def test_response_lodo_excludes_the_source_and_its_clusters(monkeypatch):
+    from training import calibrate, evaluate
+
+    seen = []
+
+    def fake_fit_predict(model, data, train_idx, test_idx, cfg, preds):
+        seen.append((set(train_idx.tolist()), set(test_idx.tolist())))
+        for i in test_idx:
+            preds[int(i)] = (0.5, True)
+
+    monkeypatch.setattr(evaluate, "_fit_predict", fake_fit_predict)
+    data = distill.HeadData(
+        x=None, task=np.array([0, 1, 1, 0, 1]), hard=np.array([1.0, 1, 0, 0, 0]), soft=np.full(5, np.nan),
+        node_y=np.zeros((5, 1)), node_m=np.zeros((5, 1)), weight=np.ones(5),
+        groups=["mod", "resp_mod", "resp_mod", "other", "noise"],
+        cv_groups=["uid:1", "uid:1", "uid:2", "uid:3", "n:0"], pair_x=None)
+    out = calibrate.response_leave_one_source_out(None, data, None)
+    assert set(out["response_by_dataset"]) == {"resp_mod", "noise"}
+    train_noise, test_noise = seen[0]  # sorted: "noise" first
+    assert test_noise == {4} and train_noise == {0, 1, 2, 3}
+    train_mod, test_mod = seen[1]
+    assert test_mod == {1, 2} and train_mod == {3, 4}  # item 0 shares cluster uid:1 with a held response
+    assert out["response_pooled"]["n"] == 3
