@@ -131,6 +131,7 @@ def _init_state(
         fail_policy=settings.fail_policy,
         timeout_s=settings.guard_timeout_s,
         stream_holdback_chars=settings.stream_holdback_chars,
+        stream_first_release_chars=settings.stream_first_release_chars,
     )
     fetcher = None
     if settings.remote_images:

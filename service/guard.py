@@ -55,6 +55,8 @@ class GuardPolicy:
     fail_policy: Literal["open", "closed"] = "closed"
     timeout_s: float = 10.0
     stream_holdback_chars: int = 64
+    # None: the first release waits for a full window like the others.
+    stream_first_release_chars: int | None = None
 
 
 @dataclass(frozen=True)
@@ -301,8 +303,8 @@ class StreamGuard:
     """Hold-back window over a streamed response.
 
     In block mode, text is released only after it has been scored (the new text plus up to a
-    window of what came before), at least every ``stream_holdback_chars`` characters and once
-    more at the end. In annotate and
+    window of what came before): first after ``stream_first_release_chars`` characters, then
+    every ``stream_holdback_chars`` characters, and once more at the end. In annotate and
     shadow modes text passes through at once and the full response is scored at the end.
     """
 
@@ -316,6 +318,16 @@ class StreamGuard:
     last: GuardDecision | None = field(default=None)
 
     @property
+    def _window(self) -> int:
+        """Characters to collect before the next scoring. NOTE(lead): the first release uses a
+        shorter window so time to first token stays short; it is scored like any other."""
+        policy = self.guard.policy
+        first = policy.stream_first_release_chars
+        if self.scored_upto == 0 and first is not None:
+            return min(first, policy.stream_holdback_chars)
+        return policy.stream_holdback_chars
+
+    @property
     def _holding(self) -> bool:
         return self.guard.policy.mode == "block"
 
@@ -324,7 +336,7 @@ class StreamGuard:
         if not self._holding:
             return StreamStep(release=delta)
         self.pending += delta
-        if len(self.pending) < self.guard.policy.stream_holdback_chars:
+        if len(self.pending) < self._window:
             return StreamStep()
         return await self._score_and_release()
 

@@ -90,6 +90,9 @@ class ServeSettings(BaseModel):
     """Longest wait for one guard verdict, queueing included (then the fail policy applies)."""
     stream_holdback_chars: int = Field(64, ge=1)
     """Streaming: characters held back and scored before release (block mode releases nothing unscored)."""
+    stream_first_release_chars: int = Field(16, ge=1)
+    """Streaming: characters scored before the first release (capped at --stream-holdback-chars); a
+    short first window keeps time to first token low, later text is scored every hold-back window."""
 
     max_batch_size: int = Field(16, ge=1)
     """Largest classifier batch (all concurrent requests and streams share batches)."""

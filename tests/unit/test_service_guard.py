@@ -245,3 +245,24 @@ async def test_one_failing_window_fails_the_check_with_its_own_status(make_guard
         await guard.check_input("r", long_prompt)
     assert e.value.status == 429 and e.value.code == "guard_overloaded"
     assert cancelled  # siblings left the queue
+
+
+async def test_stream_first_release_uses_a_shorter_scored_window(make_guard) -> None:
+    guard, backend = await make_guard(mode="block", stream_holdback_chars=20,
+                                      stream_first_release_chars=5)
+    d = await guard.check_input("r", SAFE)
+    sg = guard.stream("r", SAFE, d)
+    assert (await sg.push("Hi")).release == ""  # 2 < 5: held
+    step = await sg.push(" there")  # 8 >= 5: scored, then released
+    assert step.release == "Hi there" and backend.batches[-1][0].response == "Hi there"
+    assert (await sg.push(" my dear friend")).release == ""  # later windows are 20 chars
+    step = await sg.push(" bomb")
+    assert step.blocked and backend.batches[-1][0].response == "Hi there my dear friend bomb"
+
+
+async def test_stream_first_release_is_capped_by_the_holdback(make_guard) -> None:
+    guard, _ = await make_guard(mode="block", stream_holdback_chars=4,
+                                stream_first_release_chars=50)
+    d = await guard.check_input("r", SAFE)
+    sg = guard.stream("r", SAFE, d)
+    assert (await sg.push("Hello")).release == "Hello"
