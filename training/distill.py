@@ -352,13 +352,12 @@ def run(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     model = build_model(cfg)
     data = build_head_data(model, examples, pairs, cfg)
     t_feat = time.perf_counter() - t0
+    from training.calibrate import response_leave_one_source_out as response_lodo
     from training.calibrate import split_items, train_and_calibrate
 
     card_metrics: dict[str, Any] = {}
     if cfg.cv_folds or cfg.cv_leave_one_dataset_out:
         from training.evaluate import cross_validate
-
-        from training.calibrate import response_leave_one_source_out as response_lodo
 
         card_metrics = cross_validate(model, data, cfg)
         if cfg.cv_leave_one_dataset_out and (data.task == 1).any():
