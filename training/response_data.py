@@ -14,7 +14,11 @@ Contract
   openai_moderation texts in the response slot (their own label), benign instruction texts
   (safe), generated noise / code / numbers / markdown (safe), refusals to harmful prompts (safe)
   and a small synthetic minority of compliance templates around harmful goals (unsafe) with the
-  *same* templates around benign requests (safe), so only the content tells them apart.
+  *same* templates around benign requests (safe), so only the content (or, for templates that do
+  not restate the request, the prompt) tells them apart; harmful request texts as reply content
+  (unsafe); and every labelled jailbreak reply again under its plain goal (``direct_request_responses``).
+* ``direct_questions`` (prompt task) rewords goals "… how to X …" as "How do I X?" (unsafe).
+* ``add_response_data`` is the recipe step that ``training.distill.load_examples`` calls.
 * Every item names a ``group`` (its source, for leave-one-dataset-out) and ``extra["cv_group"]``:
   a template family or the source row's own cluster, so grouped k-fold never splits a template
   (or a text and its prompt-task twin) across folds.
