@@ -14,12 +14,6 @@ from training import eval_harm, reward
 from training.data import fixtures
 
 
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    # Everything loads from tmp paths; offline mode turns an accidental hub lookup into an error.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
