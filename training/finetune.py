@@ -240,6 +240,18 @@ def probe_logits(model) -> dict[str, float]:
     return {k: float(v) for k, v in zip(PROBES, z)}
 
 
+def init_cv_metrics(init_from: str | Path) -> dict[str, Any]:
+    """The warm-start artifact's cross-validation metrics, labelled as such: a fine-tune is not
+    k-folded here (5 fine-tunes do not fit a CPU budget), so the card carries the CV of the frozen
+    recipe whose heads it starts from next to its own ``held_out`` comparison, never in place of it."""
+    card = json.loads((Path(init_from) / "card.json").read_text())
+    cv = {k: v for k, v in card.get("metrics", {}).items() if k in ("kfold", "leave_one_dataset_out")}
+    if not cv:
+        return {}
+    return {**cv, "cv_source": f"frozen-encoder recipe of {init_from} (the warm start; git {card.get('git_commit')}); "
+                               "this fine-tune's own numbers are metrics.held_out"}
+
+
 def _splits(data: HeadData, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, calibration, measurement) item indices; train is the baseline's own training split."""
     train_idx, held_idx = split_items(data, np.arange(data.n), cfg.calib_fraction, cfg.seed)
@@ -289,7 +301,8 @@ def run(cfg: FinetuneConfig, argv: list[str] | None = None) -> dict:
     card = {"data": counts, "n_items": int(data.n), "n_pairs": len(pairs), "seed": cfg.seed,
             "git_commit": git_commit(REPO_ROOT) or "unknown", "config": asdict(cfg), "init_from": cfg.init_from,
             "command": "python -m training.finetune " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "metrics": {"held_out": report["arms"], "split": report["split"]}, "train_loss": report["train_loss"],
+            "metrics": {"held_out": report["arms"], "split": report["split"], **init_cv_metrics(cfg.init_from)},
+            "train_loss": report["train_loss"],
             "calibration": {"target_fpr": cfg.target_fpr, "node_target_fpr": cfg.node_target_fpr,
                             "held_out_items": int(len(cal_idx))}}
     model.save(cfg.output_dir, card, arms["lora"]["calibration"])
