@@ -6,6 +6,7 @@ imported only when chosen, so ``spaguard serve`` never imports the training stac
     spaguard serve [--config FILE.yaml] [--flags ...]     guarded OpenAI-compatible server
     spaguard eval-guard --data FILE.jsonl --out DIR       evaluate a harm classifier
     spaguard train-guard [--config FILE.yaml] ...         train / distill the harm classifier
+    spaguard finetune-guard --config FILE.yaml            LoRA-fine-tune the classifier's encoder
     spaguard export-onnx --model DIR --out FILE.onnx      export the classifier to ONNX
     spaguard train-dpo  training/configs/<recipe>.yaml    align a VLM with DPO
     spaguard train-reward training/configs/<recipe>.yaml  train the VLM reward model
@@ -23,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.serve", "run the guarded OpenAI-compatible server"),
     "eval-guard": ("training.evaluate", "evaluate a harm classifier on guard-schema JSONL"),
     "train-guard": ("training.distill", "train / distill the harm classifier"),
+    "finetune-guard": ("training.finetune", "LoRA fine-tune of the classifier's encoder (warm start)"),
     "export-onnx": ("models.export_onnx", "export a classifier artifact to ONNX"),
     "train-dpo": ("training.dpo", "align a VLM with DPO from a YAML recipe"),
     "train-reward": ("training.reward", "train a VLM reward model from a YAML recipe"),
