@@ -12,7 +12,7 @@ is measured/limit.
 
     .venv/bin/python benchmarks/guard_bench.py --threads 2 --out runs/bench/guard   # full run
     .venv/bin/python benchmarks/guard_bench.py --quick --out runs/bench/guard       # a short run
-    .venv/bin/python benchmarks/guard_bench.py --ocr-sweep --ocr-threads 1 --out runs/bench/ocr  # OCR settings
+    .venv/bin/python benchmarks/guard_bench.py --ocr-sweep --ocr-threads 2 --out runs/bench/ocr  # OCR settings
     .venv/bin/python benchmarks/guard_bench.py --accuracy ../shared/data/dev/index/openai_moderation.jsonl \
         --out runs/bench/int8   # int8 vs fp32 quality on labelled prompts
 
@@ -272,7 +272,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="comma-separated batch sizes")
     p.add_argument("--max-image-batch", type=int, default=8, help="largest batch size for image mode (OCR is slow)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for torch, ORT and OCR")
-    p.add_argument("--ocr-threads", type=int, default=1, help="intra-op threads of the OCR sessions")
+    p.add_argument("--ocr-threads", type=int, default=2, help="intra-op threads of the OCR sessions")
     p.add_argument("--reps", type=int, default=30, help="max timed calls per point")
     p.add_argument("--items", type=int, default=256, help="text items per point (reps = items / batch, ≥ 3)")
     p.add_argument("--image-items", type=int, default=16, help="image items per point")

@@ -8,7 +8,8 @@ Contract
 * Results are cached by the image's sha256 (LRU, ``cache_size`` entries), so featurizing the same
   image twice (prompt check, then response check) costs one OCR run.
 * Thread-safe: the RapidOCR engine is created lazily once, and calls into it are serialized by a
-  lock (RapidOCR mutates per-call state; ORT sessions use ``threads`` intra-op threads each).
+  lock (RapidOCR mutates per-call state; ORT sessions use ``threads`` intra-op threads each and do
+  not spin-wait unless ``spin``).
 * ``get_reader(config)`` returns one shared reader per config in this process.
 
 Speed (see ``docs/benchmarks.md``, "Guard classifier (CPU)"): the defaults skip the text-angle
@@ -52,9 +53,13 @@ class OcrConfig:
     """Recognised lines scoring below this are dropped."""
     blank_std: float = 2.0
     """Per-channel pixel std below which an image is treated as blank (no text) without running OCR."""
-    threads: int | None = 1
-    """Intra-op threads of each ORT session (None: ORT's default, all cores). 1 measured 2.5-4x faster
-    than 2 on the shared 2-core box (rapidocr's sessions spin-wait), and leaves a core to the encoder."""
+    threads: int | None = 2
+    """Intra-op threads of each ORT session (None: ORT's default, all cores). With spinning off, 2
+    threads read a 3-line 760x400 page in p50 131 ms vs 212 ms with 1 on the idle 2-core box
+    (docs/benchmarks.md, "OCR sessions")."""
+    spin: bool = False
+    """Let idle ORT threads busy-wait. Off: rapidocr builds one thread pool per model, and the
+    detector's spinning pool stole the recogniser's cores (rec 104 ms spinning vs 84 ms not, 2 threads)."""
     cache_size: int = 1024
     """Entries in the sha256 -> text LRU cache."""
 
@@ -118,11 +123,40 @@ class OcrReader:
             # NOTE(helper3): in rapidocr 1.4.4, det_limit_type="max" ignores det_limit_side_len (it picks
             # 960/1500/2000 from the image size) and "min" upscales small images to 736 px (slow), so the
             # size cap is applied by _cap_side before the engine; images ≤ 960 px then pass unscaled.
-            self._engine = RapidOCR(
+            engine = RapidOCR(
                 use_cls=cfg.use_cls, text_score=cfg.text_score, det_limit_type="max",
                 intra_op_num_threads=threads, inter_op_num_threads=1 if threads > 0 else -1,
             )
+            _replace_sessions(engine, threads, cfg.spin)
+            self._engine = engine
         return self._engine
+
+
+def _replace_sessions(engine: Any, threads: int, spin: bool) -> None:
+    """Swap rapidocr's ORT sessions for ones built with our options (same bundled model files).
+
+    rapidocr 1.4.4 (pinned) exposes no session options beyond thread counts and always lets idle
+    threads spin; the detector, recogniser and angle classifier each own a pool, so a spinning pool
+    steals cores from the next model. The attributes replaced here are the ones 1.4.4 reads
+    (``text_det.infer.session``, ``text_rec.session.session``, ``text_cls.infer.session``); a
+    different layout raises instead of silently keeping the spinning sessions.
+    """
+    import onnxruntime as ort
+
+    slots = [(engine.text_det.infer, "session"), (engine.text_rec.session, "session")]
+    if getattr(engine, "use_cls", False):
+        slots.append((engine.text_cls.infer, "session"))
+    for holder, attr in slots:
+        old = getattr(holder, attr, None)
+        if not isinstance(old, ort.InferenceSession):
+            raise RuntimeError(f"unexpected rapidocr layout: {type(holder).__name__}.{attr} is {type(old).__name__}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.inter_op_num_threads = 1
+        if threads > 0:
+            opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        setattr(holder, attr, ort.InferenceSession(old._model_path, opts, providers=old.get_providers()))
 
 
 def _cap_side(bgr: np.ndarray, max_side: int) -> np.ndarray:

@@ -73,3 +73,17 @@ def test_bad_input_is_a_clear_error(reader: OcrReader) -> None:
         reader.read(b"not an image")
     with pytest.raises(TypeError):
         reader.read("a path")  # type: ignore[arg-type]
+
+
+def test_sessions_are_rebuilt_without_spinning() -> None:
+    import onnxruntime as ort
+
+    reader = OcrReader(OcrConfig(threads=2, use_cls=True))
+    engine = reader._get_engine()
+    sessions = [engine.text_det.infer.session, engine.text_rec.session.session, engine.text_cls.infer.session]
+    for sess in sessions:
+        assert isinstance(sess, ort.InferenceSession)
+        opts = sess.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert opts.intra_op_num_threads == 2
+    assert {"how", "bomb"} <= _words(reader.read(render(LINES)))  # the rebuilt sessions still read
