@@ -16,7 +16,8 @@ Contract
   and a small synthetic minority of compliance templates around harmful goals (unsafe) with the
   *same* templates around benign requests (safe), so only the content (or, for templates that do
   not restate the request, the prompt) tells them apart; harmful request texts as reply content
-  (unsafe); and every labelled jailbreak reply again under its plain goal (``direct_request_responses``).
+  (unsafe); every labelled jailbreak reply again under its plain goal (``direct_request_responses``);
+  and unsafe labelled replies under unrelated benign prompts (``context_swap_responses``, unsafe).
 * ``direct_questions`` (prompt task) rewords goals "… how to X …" as "How do I X?" (unsafe).
 * ``add_response_data`` is the recipe step that ``training.distill.load_examples`` calls.
 * Every item names a ``group`` (its source, for leave-one-dataset-out) and ``extra["cv_group"]``:
@@ -43,6 +44,7 @@ BENIGN_SOURCES = ("mt_bench_questions", "vicuna_bench_questions", "self_instruct
                   "hh_helpful_prompts", "coconot_contrast")
 HARMFUL_SOURCES = ("advbench", "jbb_behaviors_harmful", "coconot_original", "direct_questions")
 HARMFUL_TEXT_PCT = 15
+CONTEXT_SWAP_PCT = 16
 # Neutral requests under which a moderation text (a comment, a story, a post) is a plausible reply.
 MODERATION_PROMPTS = (
     "Write a reply to this forum thread.", "Continue the story.", "What do you think about this?",
@@ -169,16 +171,40 @@ def direct_questions(harmful: Sequence[GuardExample]) -> list[GuardExample]:
 
 
 LEAD_INS = ("", "Sure! ", "Okay. ", "Here you go: ", "Fine, ", "Step one: ")
+# Innocuous openings a reply can start with before it turns harmful (the "lab story" pattern).
+BENIGN_OPENINGS = ("", "", "Good question. ", "Chemistry is the study of matter. ", "Here is a short story. ",
+                   "Let me explain. ", "History is full of examples. ", "As a thought experiment: ")
 
 
-def harmful_text_responses(harmful: Sequence[GuardExample], n: int,
+def context_swap_responses(labelled: Sequence[GuardExample], benign: Sequence[GuardExample], n: int,
                            rng: random.Random) -> list[GuardExample]:
+    """Unsafe labelled replies (e.g. jbb_artifacts' judged jailbreak successes) again under an
+    unrelated *benign* prompt, sometimes after an innocuous opening (unsafe): harmful content is
+    harmful whatever was asked, so the response head must not read a benign prompt as a safe
+    verdict. Same CV cluster as the source reply."""
+    unsafe = [e for e in labelled if e.label_response == 1 and e.response]
+    if not unsafe or not benign:
+        return []
+    out = []
+    for s in rng.sample(unsafe, min(n, len(unsafe))):
+        opening = rng.choice(BENIGN_OPENINGS)
+        out.append(_item(f"resp_swap:{s.uid}", rng.choice(benign).prompt, opening + s.response, 1,
+                         "resp_context_swap", s.cv_group, s.category))
+    return out
+
+
+def harmful_text_responses(harmful: Sequence[GuardExample], n: int, rng: random.Random,
+                           benign: Sequence[GuardExample] = ()) -> list[GuardExample]:
     """Harmful request texts in the response slot (unsafe), after a short lead-in, under another
-    harmful request: the harm *topic* appearing as reply content (the mirror of
-    ``benign_text_responses``). Grouped with the source row, i.e. in its prompt twin's fold."""
-    return [_item(f"resp_harmful:{s.uid}", rng.choice(harmful).prompt, rng.choice(LEAD_INS) + s.prompt,
-                  1, "resp_harmful_text", s.cv_group, s.category)
-            for s in rng.sample(list(harmful), min(n, len(harmful)))]
+    harmful request or (one in three) under a benign one: the harm *topic* appearing as reply
+    content (the mirror of ``benign_text_responses``). Grouped with the source row, i.e. in its
+    prompt twin's fold. ``benign`` empty: harmful contexts only."""
+    out = []
+    for s in rng.sample(list(harmful), min(n, len(harmful))):
+        context = rng.choice(benign) if benign and rng.random() < 1 / 3 else rng.choice(harmful)
+        out.append(_item(f"resp_harmful:{s.uid}", context.prompt, rng.choice(LEAD_INS) + s.prompt,
+                         1, "resp_harmful_text", s.cv_group, s.category))
+    return out
 
 
 def _noise(kind: str, rng: random.Random) -> str:
@@ -268,7 +294,8 @@ def service_formatted(examples: Sequence[GuardExample]) -> list[GuardExample]:
 def build_response_examples(examples: Sequence[GuardExample], n: int, seed: int,
                             prefix_share: float = 0.25) -> list[GuardExample]:
     """About ``n`` response items from the loaded dev pack (shares: moderation 40 %, benign text
-    15 %, noise 12 %, refusals 10 %, synthetic compliance 2 × 8 %), plus stream prefixes of a
+    15 %, noise 12 %, refusals 10 %, synthetic compliance 2 × 8 %, harmful text 15 %, unsafe
+    labelled replies under benign prompts 16 %), plus stream prefixes of a
     ``prefix_share`` of them and of the pack's own labelled responses (those are not repeated)."""
     if n < 20:
         raise ValueError("build_response_examples needs n ≥ 20")
@@ -284,11 +311,12 @@ def build_response_examples(examples: Sequence[GuardExample], n: int, seed: int,
              + noise_responses(prompts, n * 12 // 100, rng)
              + refusal_responses(harmful, benign, n * 10 // 100, rng)
              + compliance_responses(harmful, benign, n * 8 // 100, rng)
-             + harmful_text_responses(harmful, n * HARMFUL_TEXT_PCT // 100, rng))
+             + harmful_text_responses(harmful, n * HARMFUL_TEXT_PCT // 100, rng, benign))
     # labelled replies already in the pack (jbb_artifacts) get stream prefixes too: short windows
     # of real harmful content, not only whole first windows
     labelled = [e for e in examples if e.label_response is not None and e.response]
     items += direct_request_responses(labelled)
+    items += context_swap_responses(labelled, benign, n * CONTEXT_SWAP_PCT // 100, rng)
     return with_prefixes(items, rng, prefix_share) + with_prefixes(labelled, rng, prefix_share)[len(labelled):]
 
 

@@ -140,3 +140,30 @@ def test_harmful_text_responses_are_unsafe_and_grouped_with_their_source():
     sources = {e.cv_group for e in harmful}
     assert len(items) == 10 and all(e.label_response == 1 and e.cv_group in sources for e in items)
     assert all(any(e.response.endswith(h.prompt) for h in harmful) for e in items)
+
+
+def test_harmful_text_responses_sit_under_benign_prompts_too():
+    harmful = [e for e in _pack() if e.group == "advbench"]
+    benign = [e for e in _pack() if e.group == "mt_bench_questions"]
+    items = rd.harmful_text_responses(harmful, 30, random.Random(0), benign)
+    contexts = Counter("benign" if any(e.prompt == b.prompt for b in benign) else "harmful" for e in items)
+    assert contexts["benign"] > 0 and contexts["harmful"] > 0
+    assert all(e.label_response == 1 for e in items)
+
+
+def test_context_swap_puts_unsafe_replies_under_benign_prompts():
+    bad = [GuardExample(f"j{i}", f"jailbreak {i}", response=f"Step {i}: mix the chemicals " * 30,
+                        label_response=1, group="jbb_artifacts", extra={"cv_group": f"goal:{i}"}) for i in range(6)]
+    safe = GuardExample("s", "jailbreak", response="I can't help with that.", label_response=0, group="jbb_artifacts")
+    benign = [e for e in _pack() if e.group == "mt_bench_questions"]
+    items = rd.context_swap_responses(bad + [safe], benign, 4, random.Random(0))
+    assert len(items) == 4 and all(e.label_response == 1 and e.group == "resp_context_swap" for e in items)
+    src = {b.uid: b for b in bad}
+    for e in items:
+        s = src[e.uid.split(":", 1)[1]]
+        assert e.cv_group == s.cv_group  # same fold as the reply it reuses
+        assert e.prompt in {b.prompt for b in benign}
+        assert len(e.response) <= rd.RESPONSE_SEGMENT_CHARS and s.response[:40] in e.response
+    assert rd.context_swap_responses([safe], benign, 4, random.Random(0)) == []  # safe replies never swap
+    groups = Counter(e.group for e in rd.build_response_examples(_pack() + bad, 200, seed=0))
+    assert groups["resp_context_swap"] > 0
