@@ -164,6 +164,8 @@ class TorchBackend(_BackendBase):
             torch.set_num_threads(int(threads))
         self.device = torch.device(device)
         self.model = GuardClassifier.load(artifact).to(self.device).eval()
+        if threads is not None:
+            self.model.featurizer.ocr = _ocr_reader(threads)
         self.calibration = self.model.calibration
         self.node_keys = list(self.model.config.node_keys)
 
@@ -176,6 +178,14 @@ class TorchBackend(_BackendBase):
         with torch.inference_mode():
             out = self.model(**{k: v.to(self.device) for k, v in features.items()})
         return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+def _ocr_reader(threads: int) -> Any:
+    """The process-wide OCR reader whose ORT sessions use ``threads`` intra-op threads (a backend's
+    ``threads`` pins OCR too: one knob for all the guard's CPU work)."""
+    from models.ocr import OcrConfig, get_reader
+
+    return get_reader(OcrConfig(threads=int(threads)))
 
 
 def resolve_artifact(artifact: str | Path | None) -> Path:
@@ -191,8 +201,9 @@ def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, thre
                  max_batch_size: int = 32, device: str | None = None) -> ScoringBackend:
     """Open a scoring backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` on ``artifact``.
 
-    ``artifact`` None means ``models/default/``. ``threads`` pins intra-op threads (None: the
-    runtime's default, or ``$SPAGUARD_THREADS``). Raises ``ArtifactMismatchError`` when the
+    ``artifact`` None means ``models/default/``. ``threads`` pins intra-op threads of the model
+    runtime and of OCR (None: the runtime's default and OCR's ``OcrConfig`` default, or
+    ``$SPAGUARD_THREADS``). Raises ``ArtifactMismatchError`` when the
     artifact's card does not match the encoder weights or node keys found here. ``device`` (torch
     only): ``"cpu"`` / ``"cuda"``; None picks CUDA when available. ONNX Runtime takes its CUDA
     provider whenever onnxruntime-gpu provides it.
@@ -238,7 +249,7 @@ class OnnxBackend(_BackendBase):
         config, card, self.calibration = read_artifact(folder)
         check_card_matches(card, runtime_card(config))  # refuse before the (slow) first export
         self.node_keys = list(config.node_keys)
-        self.featurizer = Featurizer(config)
+        self.featurizer = Featurizer(config, ocr=None if threads is None else _ocr_reader(threads))
         self.path = ensure_onnx(folder, int8=int8, cache_dir=cache_dir)
         meta = read_metadata(self.path)
         if meta.get("spaguard.key") != artifact_key(folder, int8) or json.loads(meta.get("spaguard.card", "{}")) != card:

@@ -64,6 +64,7 @@ def test_lora_text_parity_cache_and_int8(tiny: dict[str, str], tmp_path) -> None
     cfg = ClassifierConfig(encoder=tiny["text"], node_keys=NODES, encoder_trainable="lora", use_ocr=False)
     model, art = _artifact(tmp_path, cfg, "lora")
     backend = load_backend("onnx", art, threads=1)
+    assert backend.featurizer.ocr.config.threads == 1  # one thread knob pins OCR too
     assert isinstance(backend, OnnxBackend) and backend.health()
     assert str(backend.path).startswith(str(tmp_path / "cache"))
     for batch in (ITEMS, ITEMS[:1], ITEMS[1:2]):  # dynamic batch and sequence lengths

@@ -149,6 +149,7 @@ def test_torch_backend_scores_with_calibration(tiny: dict[str, str], tmp_path) -
     model.save(tmp_path / "art", {}, calibration=cal)
     backend = load_backend("torch", tmp_path / "art", threads=1, max_batch_size=4)
     assert isinstance(backend, ScoringBackend) and backend.health()
+    assert backend.model.featurizer.ocr.config.threads == 1  # one thread knob pins OCR too
     prompt, response = backend.score([GuardInput("x"), GuardInput("x", response="y")])
     assert prompt.task == "prompt" and prompt.flagged
     assert prompt.unsafe_prob == pytest.approx(torch.sigmoid(torch.tensor(1.5)).item(), abs=1e-6)
