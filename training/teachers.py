@@ -199,11 +199,49 @@ OPENAI_MODERATION_CODES = {"S": "sexual", "H": "hate", "V": "violence", "HR": "h
                            "V2": "violence/graphic"}
 
 
+# Other datasets' harm categories (their ``orig_category`` strings) → the SPA-VL node they fall
+# under. Only unambiguous ones, at the most specific level that is certain; the rest (JBB's
+# "Physical harm", "Expert advice", "Government decision-making", "Sexual/Adult content", CoCoNot's
+# "wildchats") stay masked rather than guessed.
+EXTERNAL_CATEGORY_NODES = {
+    # JailbreakBench behaviours (jbb_behaviors_harmful, jbb_artifacts)
+    "Harassment/Discrimination": "Representation & ToxicityHarms",
+    "Malware/Hacking": "Malicious Use/Security threats",
+    "Economic harm": "Socioeconomic Harms",
+    "Fraud/Deception": "Malicious Use/Fraud or deceptive action",
+    "Privacy": "Information & Safety Harms/Privacy",
+    "Disinformation": "Malicious Use/Fraud or deceptive action/disinformation",
+    # CoCoNot "requests with safety concerns"
+    "Requests with safety concerns / misinformation": "Misinformation Harms",
+    "Requests with safety concerns / privacy violations": "Information & Safety Harms/Privacy",
+    "Requests with safety concerns / dangerous or sensitive topics": "Information & Safety Harms/Dangerous Information",
+    "Requests with safety concerns / triggers for offensive language": "Representation & ToxicityHarms",
+    "Requests with safety concerns / copyright violations": "Human Autonomy & IntegrityHarms/Violation of Personal Property",
+}
+
+
+def _external_targets(category: str, node_keys: list[str]) -> tuple[list, list] | None:
+    """Targets for a mapped external category: the node and its ancestors 1, its descendants
+    unknown (the source does not say which), every other node 0."""
+    from models.taxonomy import default_taxonomy
+
+    node = EXTERNAL_CATEGORY_NODES.get(category)
+    if node is None or node not in node_keys:
+        return None
+    tax = default_taxonomy()
+    positives = {node, *tax.ancestors(node)}
+    y = [float(k in positives) for k in node_keys]
+    m = [0.0 if node in tax.ancestors(k) else 1.0 for k in node_keys]
+    return y, m
+
+
 def dataset_node_targets(example, label: float | None, node_keys: list[str]) -> tuple[list, list]:
     """Teacher (a), dataset labels, for the node head: (targets, known-mask) over ``node_keys``.
 
     * benign item (label < 0.5): every node 0, all known;
     * SPA-VL ``class1/class2/class3`` category: that node and its ancestors 1, the rest 0;
+    * another dataset's category in ``EXTERNAL_CATEGORY_NODES``: that node and its ancestors 1,
+      its descendants unknown, the rest 0;
     * OpenAI moderation codes (``orig_label`` dict of the ``openai_moderation`` set): nodes whose
       "openai" projection names a positive code are 1 (with ancestors); with ``labels_complete``,
       nodes that project only onto negative codes are 0; everything else stays unknown (masked);
@@ -218,6 +256,9 @@ def dataset_node_targets(example, label: float | None, node_keys: list[str]) -> 
         positives = set(tax.labels_for(*example.category.split("/")[:3]))
         if positives:
             return [float(key in positives) for key in node_keys], [1.0] * k
+        external = _external_targets(example.category, node_keys)
+        if external is not None:
+            return external
     codes = example.extra.get("orig_label") if example.group == "openai_moderation" else None
     if not isinstance(codes, dict):
         return [0.0] * k, [0.0] * k

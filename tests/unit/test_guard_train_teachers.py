@@ -116,8 +116,18 @@ def test_dataset_node_targets():
     keys = default_node_keys()
     benign = GuardExample("b", "hi", label_prompt=0)
     assert dataset_node_targets(benign, 0, keys) == ([0.0] * len(keys), [1.0] * len(keys))
-    unknown = GuardExample("u", "x", label_prompt=1, category="Harassment/Discrimination", group="jbb")
-    assert sum(dataset_node_targets(unknown, 1, keys)[1]) == 0  # not a SPA-VL category: masked
+    unknown = GuardExample("u", "x", label_prompt=1, category="Expert advice", group="jbb")
+    assert sum(dataset_node_targets(unknown, 1, keys)[1]) == 0  # neither SPA-VL nor mapped: masked
+    tax = default_taxonomy()
+    jbb = GuardExample("j", "x", label_prompt=1, category="Privacy", group="jbb_artifacts")
+    y, m = dataset_node_targets(jbb, 1, keys)
+    node = "Information & Safety Harms/Privacy"
+    assert {k for k, v in zip(keys, y) if v} == {node, "Information & Safety Harms"}
+    unknown_keys = {k for k, v in zip(keys, m) if not v}
+    assert unknown_keys == {k for k in keys if node in tax.ancestors(k)} and unknown_keys  # children unknown
+    assert dataset_node_targets(jbb, 0, keys) == ([0.0] * len(keys), [1.0] * len(keys))  # a safe reply
+    from training.teachers import EXTERNAL_CATEGORY_NODES
+    assert set(EXTERNAL_CATEGORY_NODES.values()) <= set(keys)  # every mapping names a real node
     leaf = next(k for k in keys if default_taxonomy().nodes[k].level == "subcategory")
     spa = GuardExample("s", "x", label_prompt=1, category=leaf)
     y, m = dataset_node_targets(spa, 1, keys)
