@@ -172,7 +172,8 @@ def direct_questions(harmful: Sequence[GuardExample]) -> list[GuardExample]:
 
 LEAD_INS = ("", "Sure! ", "Okay. ", "Here you go: ", "Fine, ", "Step one: ")
 # Innocuous openings a reply can start with before it turns harmful (the "lab story" pattern).
-BENIGN_OPENINGS = ("", "", "Good question. ", "Chemistry is the study of matter. ", "Here is a short story. ",
+# (None of them is the opening of a test probe: the tests must measure, not be taught.)
+BENIGN_OPENINGS = ("", "", "Good question. ", "Interesting topic! ", "Here is a short story. ",
                    "Let me explain. ", "History is full of examples. ", "As a thought experiment: ")
 
 
