@@ -69,6 +69,17 @@ bench: $(BIN)/.installed-dev
 	$(BIN)/python benchmarks/guard_bench.py --quick --threads 2 --out runs/bench/guard
 	$(BIN)/python benchmarks/batching_bench.py --concurrency 32 --items 512 --out runs/bench/batching.json
 
+# Wheels a lent GPU machine lacks for training/bench_dpo.py (its image has torch, transformers, peft, accelerate,
+# pandas, pyarrow, xxhash), for Python 3.12 there; benchmarks/gpu_session.sh installs exactly these, and a unit
+# test checks the two lists agree. --no-deps: their other needs are in the image, and pip would otherwise fetch
+# a CUDA torch. All pure Python (docs/benchmarks.md, "Running the GPU benchmarks on a lent machine").
+GPU_WHEELS := trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0
+.PHONY: gpu-wheels
+gpu-wheels:
+	mkdir -p .whl && rm -f .whl/*.whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+
 smoke-train: $(BIN)/.installed-dev
 	$(BIN)/spaguard smoke-train --out runs/smoke $(ARGS)
 
