@@ -275,7 +275,9 @@ def _compiled(fn: Forward, mode: str, n_shapes: int) -> Forward:
     import torch._dynamo
 
     # dynamic=False compiles one graph per batch size; the default recompile limit (8) is below a sweep.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, n_shapes + 2)
+    # (torch < 2.6 calls the knob cache_size_limit.)
+    knob = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), n_shapes + 2))
     return torch.compile(fn, mode=mode, dynamic=False)
 
 
@@ -388,7 +390,7 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     for r in doc["rows"]:
         lines.append(f"| {r['variant']} | {r['batch']} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} | "
-                     f"{r['items_per_s']:.0f} | {r['x_eager']:.2f} | {r['tflops']:.1f} | {r['pct_peak']:.1f} | "
+                     f"{r['items_per_s']:.0f} | {r['x_eager']:.2f} | {r['tflops']:.3g} | {r['pct_peak']:.1f} | "
                      f"{r['rel_err']:.1e} | {'yes' if r['ok'] else '**NO**'} |")
     lines += ["", "Skipped:"] + [f"- {s['variant']} at batch {s['batch']}: {s['reason']}" for s in doc["skipped"]]
     b = doc["issue_baseline"]
