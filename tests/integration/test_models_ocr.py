@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -87,3 +88,94 @@ def test_sessions_are_rebuilt_without_spinning() -> None:
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         assert opts.intra_op_num_threads == 2
     assert {"how", "bomb"} <= _words(reader.read(render(LINES)))  # the rebuilt sessions still read
+
+
+def test_fp32_reader_keeps_spaces() -> None:
+    # At rapidocr's box dilation (1.6) this line came back as "Howdoes a securedcredit cardwork?".
+    line = "How does a secured credit card work?"
+    reader = OcrReader(OcrConfig(threads=1, int8=False))
+    assert _words(line) <= _words(reader.read(render([line, "Search for a mexican casserole recipe"], font_size=40)))
+    assert "ch_PP-OCRv4_rec" in reader._engine.text_rec.session.session._model_path  # the bundled fp32 model
+
+
+def test_int8_build_failure_falls_back_to_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import ocr
+
+    def broken(kind: str) -> Path:
+        raise RuntimeError("quantizer exploded")
+
+    monkeypatch.setattr(ocr, "ensure_int8_model", broken)
+    reader = OcrReader(OcrConfig(threads=1, int8=True))
+    assert {"poison", "recipe"} <= _words(reader.read(render(["poison recipe"], (600, 160))))
+    assert "ch_PP-OCRv4_det" in reader._engine.text_det.infer.session._model_path
+
+
+# ---- int8 models ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def int8_reader() -> OcrReader:
+    # Uses the real cache (cache_root()/"ocr"): quantizing costs about a minute once per machine.
+    reader = OcrReader(OcrConfig(threads=2, int8=True, int8_models=("det", "rec")))
+    reader._get_engine()
+    return reader
+
+
+def test_int8_reader_recovers_rendered_words(int8_reader: OcrReader) -> None:
+    text = int8_reader.read(render(LINES))
+    assert _words(" ".join(LINES)) <= _words(text)
+    assert text.lower().index("bomb") < text.lower().index("guide")
+    assert {"poison", "recipe"} <= _words(int8_reader.read(render(["poison recipe"], (600, 160), fmt="JPEG")))
+    from models.export_onnx import cache_root
+
+    for sess in (int8_reader._engine.text_det.infer.session, int8_reader._engine.text_rec.session.session):
+        assert Path(sess._model_path).parent == cache_root() / "ocr"  # the cached int8 copies were loaded
+
+
+def test_int8_cache_is_reused(int8_reader: OcrReader) -> None:
+    from models import ocr
+
+    paths = [ocr.ensure_int8_model(k) for k in ("det", "rec")]
+    mtimes, builds = [p.stat().st_mtime_ns for p in paths], dict(ocr._INT8_BUILDS)
+    OcrReader(OcrConfig(threads=1, int8=True, int8_models=("det", "rec")))._get_engine()  # a second reader
+    assert ocr._INT8_BUILDS == builds
+    assert [p.stat().st_mtime_ns for p in paths] == mtimes
+
+
+def test_corrupt_int8_cache_is_rebuilt(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from models import ocr
+
+    path, card = ocr.int8_cache_paths("det", tmp_path, calib_pages=1)  # tiny calibration: a fast build
+    path.write_bytes(b"\x08\x07torn write")  # a crashed writer's leftovers at the final paths
+    card.write_text('{"sha256": "0"}')
+    builds = ocr._INT8_BUILDS["det"]
+    assert ocr.ensure_int8_model("det", tmp_path, calib_pages=1) == path
+    assert ocr._INT8_BUILDS["det"] == builds + 1
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # a valid model again
+    assert ocr.ensure_int8_model("det", tmp_path, calib_pages=1) == path and ocr._INT8_BUILDS["det"] == builds + 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(("kind", "shape"), [("det", (1, 3, 96, 160)), ("rec", (2, 3, 48, 200))])
+def test_constants_to_initializers_is_exact(kind: str, shape: tuple[int, ...]) -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from models import ocr
+
+    src = ocr._bundled_model(kind)
+    model = ocr.constants_to_initializers(onnx.load(str(src)))
+    assert not [n for n in model.graph.node if n.op_type == "Constant"] and len(model.graph.initializer) > 100
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    before = ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    after = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)
+
+
+def test_int8_models_are_validated() -> None:
+    with pytest.raises(ValueError, match="int8_models"):
+        OcrConfig(int8=True, int8_models=("cls",))
