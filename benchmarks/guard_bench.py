@@ -13,6 +13,7 @@ is measured/limit.
     .venv/bin/python benchmarks/guard_bench.py --threads 2 --out runs/bench/guard   # full run
     .venv/bin/python benchmarks/guard_bench.py --quick --out runs/bench/guard       # a short run
     .venv/bin/python benchmarks/guard_bench.py --ocr-sweep --ocr-threads 2 --out runs/bench/ocr  # OCR settings
+    .venv/bin/python benchmarks/guard_bench.py --ocr-quant --image-items 40 --ocr-dev-pages 200 --out runs/bench/ocr_quant  # OCR int8
     .venv/bin/python benchmarks/guard_bench.py --accuracy ../shared/data/dev/index/openai_moderation.jsonl \
         --out runs/bench/int8   # int8 vs fp32 quality on labelled prompts
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import io
 import json
 import os
@@ -57,15 +59,16 @@ def text_items(rng: random.Random, n: int) -> list[GuardInput]:
     return [GuardInput(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 16)))) for _ in range(n)]
 
 
-def render_text_image(lines: list[str], size: tuple[int, int] = (760, 400), font_size: int = 44) -> bytes:
-    """A typographic-attack style PNG: black words on white."""
+def render_text_image(lines: list[str], size: tuple[int, int] = (760, 400), font_size: int = 44,
+                      spacing: float = 1.8) -> bytes:
+    """A typographic-attack style PNG: black words on white, lines ``spacing`` x font size apart."""
     from PIL import Image, ImageDraw, ImageFont
 
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=font_size)
     for i, line in enumerate(lines):
-        draw.text((30, 30 + i * int(font_size * 1.8)), line, fill="black", font=font)
+        draw.text((30, 30 + i * int(font_size * spacing)), line, fill="black", font=font)
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
@@ -202,6 +205,102 @@ def ocr_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return {"ocr_rows": rows, **_machine(args)}
 
 
+# name -> (models run as int8, detector unclip_ratio); "fp32" is the baseline of every ratio and
+# "fp32-unclip1.6" the detector's box dilation before it was raised to 2.0.
+OCR_VARIANTS: dict[str, tuple[tuple[str, ...], float]] = {
+    "fp32": ((), 2.0), "det-int8": (("det",), 2.0), "rec-int8": (("rec",), 2.0), "both-int8": (("det", "rec"), 2.0),
+    "fp32-unclip1.6": ((), 1.6)}
+
+
+def ocr_quant(args: argparse.Namespace) -> dict[str, Any]:
+    """Cold OCR latency and recall, fp32 vs int8 det / rec / both (and box dilation), interleaved page by page.
+
+    Three page sets: the sweep's own 760x400 pages (``--image-items``, font 44); ``--ocr-dev-pages``
+    short dev prompts (``--ocr-dev-data``, 3-14 words) wrapped onto 760-wide pages at fonts 32/40/48;
+    and half as many "dense" pages: 8-30 word prompts at fonts 24/28/32, lines 1.15-1.3 x apart. Recall is
+    reported twice: whitespace words (what the classifier gets) and words found in the OCR text
+    with spaces removed (the recogniser often drops spaces; this isolates character errors).
+    """
+    rng = random.Random(args.seed)
+    loadavg_before = os.getloadavg()
+    readers = {name: OcrReader(OcrConfig(threads=args.ocr_threads, int8=bool(models), int8_models=models or ("det", "rec"),
+                                         unclip_ratio=unclip))
+               for name, (models, unclip) in OCR_VARIANTS.items()}
+    bench = []
+    for _ in range(args.image_items):
+        lines = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 4))) for _ in range(rng.randint(2, 3))]
+        bench.append((render_text_image(lines), " ".join(lines)))
+    page_sets = {"bench": bench, "dev": _dev_pages(args, rng, (3, 14), (32, 40, 48), (1.8,), args.ocr_dev_pages),
+                 "dense": _dev_pages(args, rng, (8, 30), (24, 28, 32), (1.15, 1.3), args.ocr_dev_pages // 2)}
+    for reader in readers.values():
+        reader.read(bench[0][0])  # build sessions (and int8 files on a cache miss) outside the timing
+    rows = []
+    for set_name, pages in page_sets.items():
+        stats: dict[str, dict[str, Any]] = {k: {"t": [], "hit": 0, "hit_ns": 0, "n": 0, "lost": []} for k in readers}
+        for i, (image, truth) in enumerate(pages):
+            order = list(readers)[i % len(readers):] + list(readers)[: i % len(readers)]  # rotate: no order bias
+            for name in order:
+                readers[name].clear_cache()
+                t = time.perf_counter()
+                got = readers[name].read(image)
+                stats[name]["t"].append(time.perf_counter() - t)
+                words, squashed = _norm_words(truth), "".join(got.lower().split())
+                stats[name]["hit"] += len(words & _norm_words(got))
+                stats[name]["hit_ns"] += sum(w in squashed for w in words)
+                stats[name]["lost"] += sorted(w for w in words if w not in squashed)
+                stats[name]["n"] += len(words)
+        base = statistics.median(stats["fp32"]["t"])
+        for name, st in stats.items():
+            rows.append({"pages": set_name, "variant": name, "n_pages": len(pages),
+                         "p50_ms": 1e3 * _percentile(st["t"], 0.5), "p95_ms": 1e3 * _percentile(st["t"], 0.95),
+                         "p50_vs_fp32": statistics.median(st["t"]) / base,
+                         "word_recall": st["hit"] / st["n"], "nospace_recall": st["hit_ns"] / st["n"],
+                         "nospace_lost": " ".join(st["lost"][:12])})
+            print(rows[-1], flush=True)
+    return {"ocr_rows": rows, "loadavg_before": loadavg_before, **_machine(args)}
+
+
+def _dev_pages(args: argparse.Namespace, rng: random.Random, n_words: tuple[int, int], fonts: tuple[int, ...],
+               spacings: tuple[float, ...], n_pages: int) -> list[tuple[bytes, str]]:
+    """``n_pages`` seeded ASCII dev prompts of ``n_words`` words wrapped onto 760-wide pages (font
+    from ``fonts``, line pitch from ``spacings``); the page grows to fit the text, up to 960 px."""
+    from PIL import ImageFont
+
+    prompts = []
+    for path in sorted(glob.glob(args.ocr_dev_data)):
+        for line in Path(path).read_text().splitlines():
+            text = " ".join(str(json.loads(line).get("prompt") or "").split())
+            if n_words[0] <= len(text.split()) <= n_words[1] and text.isascii():
+                prompts.append(text)
+    rng.shuffle(prompts)
+    pages = []
+    for text in prompts:
+        size, spacing = rng.choice(fonts), rng.choice(spacings)
+        lines = _wrap(text, ImageFont.load_default(size=size), 700)
+        height = max(400, 60 + int(len(lines) * size * spacing))
+        if height <= 960:
+            pages.append((render_text_image(lines, (760, height), size, spacing), text))
+        if len(pages) == n_pages:
+            return pages
+    raise SystemExit(f"only {len(pages)} dev prompts fit a page under {args.ocr_dev_data}; need {n_pages}")
+
+
+def _wrap(text: str, font: Any, width: int) -> list[str]:
+    """Greedy word wrap so each rendered line is at most ``width`` pixels wide."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _norm_words(text: str) -> set[str]:
+    """Lower-cased words with surrounding punctuation stripped."""
+    return {w.strip(".,!?;:\"'()[]") for w in text.lower().split()} - {""}
+
+
 def int8_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     """Prompt-task quality of ORT fp32 vs ORT int8 on labelled guard-schema JSONL (same items, same artifact)."""
     import numpy as np
@@ -279,6 +378,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="fewer points and reps (a shared machine)")
     p.add_argument("--ocr-sweep", action="store_true", help="only sweep OCR settings")
+    p.add_argument("--ocr-quant", action="store_true", help="only compare OCR fp32 vs int8 det/rec/both")
+    p.add_argument("--ocr-dev-data", default="../shared/data/dev/index/*.jsonl", help="glob of prompt JSONL (--ocr-quant)")
+    p.add_argument("--ocr-dev-pages", type=int, default=200, help="dev-prompt pages for --ocr-quant")
     p.add_argument("--accuracy", nargs="+", default=None, metavar="JSONL",
                    help="only compare ORT fp32 vs int8 quality on these labelled guard-schema files")
     p.add_argument("--accuracy-limit", type=int, default=1000, help="items sampled (seeded) for --accuracy")
@@ -294,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.reps, args.items, args.image_items = min(args.reps, 10), min(args.items, 96), min(args.image_items, 8)
     torch.set_num_threads(args.threads)
-    doc = ocr_sweep(args) if args.ocr_sweep else int8_accuracy(args) if args.accuracy else run(args)
+    if args.ocr_quant:
+        doc = ocr_quant(args)
+    else:
+        doc = ocr_sweep(args) if args.ocr_sweep else int8_accuracy(args) if args.accuracy else run(args)
     write(doc, Path(args.out))
     print(f"wrote {Path(args.out).with_suffix('.json')} and .csv")
     return 0
