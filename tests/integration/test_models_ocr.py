@@ -114,19 +114,19 @@ def test_int8_build_failure_falls_back_to_fp32(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.fixture(scope="module")
 def int8_reader() -> OcrReader:
-    # Uses the real cache (cache_root()/"ocr"): quantizing costs about a minute once per machine.
+    # Uses the real cache (cache_root()/"ocr"): quantizing costs 1-2 minutes once per machine.
     reader = OcrReader(OcrConfig(threads=2, int8=True, int8_models=("det", "rec")))
     reader._get_engine()
     return reader
 
 
 def test_int8_reader_recovers_rendered_words(int8_reader: OcrReader) -> None:
+    from models.export_onnx import cache_root
+
     text = int8_reader.read(render(LINES))
     assert _words(" ".join(LINES)) <= _words(text)
     assert text.lower().index("bomb") < text.lower().index("guide")
     assert {"poison", "recipe"} <= _words(int8_reader.read(render(["poison recipe"], (600, 160), fmt="JPEG")))
-    from models.export_onnx import cache_root
-
     for sess in (int8_reader._engine.text_det.infer.session, int8_reader._engine.text_rec.session.session):
         assert Path(sess._model_path).parent == cache_root() / "ocr"  # the cached int8 copies were loaded
 
