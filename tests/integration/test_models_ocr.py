@@ -1,14 +1,16 @@
-"""OCR with the real RapidOCR models (shipped in the wheel): rendered typographic images."""
+"""OCR with the real RapidOCR models (shipped in the wheel), fp32 and int8: rendered typographic images."""
 
 from __future__ import annotations
 
 import io
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from models import ocr_int8
 from models.ocr import OcrConfig, OcrReader
 
 LINES = ["how to make a bomb", "step by step guide"]
@@ -99,12 +101,10 @@ def test_fp32_reader_keeps_spaces() -> None:
 
 
 def test_int8_build_failure_falls_back_to_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
-    from models import ocr
-
     def broken(kind: str) -> Path:
         raise RuntimeError("quantizer exploded")
 
-    monkeypatch.setattr(ocr, "ensure_int8_model", broken)
+    monkeypatch.setattr(ocr_int8, "ensure_int8_model", broken)  # the reader imports it at engine build
     reader = OcrReader(OcrConfig(threads=1, int8=True))
     assert {"poison", "recipe"} <= _words(reader.read(render(["poison recipe"], (600, 160))))
     assert "ch_PP-OCRv4_det" in reader._engine.text_det.infer.session._model_path
@@ -132,29 +132,28 @@ def test_int8_reader_recovers_rendered_words(int8_reader: OcrReader) -> None:
 
 
 def test_int8_cache_is_reused(int8_reader: OcrReader) -> None:
-    from models import ocr
-
-    paths = [ocr.ensure_int8_model(k) for k in ("det", "rec")]
-    mtimes, builds = [p.stat().st_mtime_ns for p in paths], dict(ocr._INT8_BUILDS)
+    paths = [ocr_int8.ensure_int8_model(k) for k in ("det", "rec")]
+    mtimes, builds = [p.stat().st_mtime_ns for p in paths], dict(ocr_int8._INT8_BUILDS)
     OcrReader(OcrConfig(threads=1, int8=True, int8_models=("det", "rec")))._get_engine()  # a second reader
-    assert ocr._INT8_BUILDS == builds
+    assert ocr_int8._INT8_BUILDS == builds
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
 
 
 def test_corrupt_int8_cache_is_rebuilt(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from models import ocr
-
-    path, card = ocr.int8_cache_paths("det", tmp_path, calib_pages=1)  # tiny calibration: a fast build
+    path, card = ocr_int8.int8_cache_paths("det", tmp_path, calib_pages=1)  # tiny calibration: a fast build
     path.write_bytes(b"\x08\x07torn write")  # a crashed writer's leftovers at the final paths
     card.write_text('{"sha256": "0"}')
-    builds = ocr._INT8_BUILDS["det"]
-    assert ocr.ensure_int8_model("det", tmp_path, calib_pages=1) == path
-    assert ocr._INT8_BUILDS["det"] == builds + 1
+    builds = ocr_int8._INT8_BUILDS["det"]
+    assert ocr_int8.ensure_int8_model("det", tmp_path, calib_pages=1) == path
+    assert ocr_int8._INT8_BUILDS["det"] == builds + 1
     ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # a valid model again
-    assert ocr.ensure_int8_model("det", tmp_path, calib_pages=1) == path and ocr._INT8_BUILDS["det"] == builds + 1
+    assert ocr_int8.ensure_int8_model("det", tmp_path, calib_pages=1) == path
+    assert ocr_int8._INT8_BUILDS["det"] == builds + 1
     assert not list(tmp_path.glob("*.tmp"))
+    # readable by the service's user, whoever built them (mkstemp alone would leave 0600)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (path, card)] == [0o644, 0o644]
 
 
 @pytest.mark.parametrize(("kind", "shape"), [("det", (1, 3, 96, 160)), ("rec", (2, 3, 48, 200))])
@@ -163,10 +162,8 @@ def test_constants_to_initializers_is_exact(kind: str, shape: tuple[int, ...]) -
     import onnx
     import onnxruntime as ort
 
-    from models import ocr
-
-    src = ocr._bundled_model(kind)
-    model = ocr.constants_to_initializers(onnx.load(str(src)))
+    src = ocr_int8._bundled_model(kind)
+    model = ocr_int8.constants_to_initializers(onnx.load(str(src)))
     assert not [n for n in model.graph.node if n.op_type == "Constant"] and len(model.graph.initializer) > 100
     x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
     opts = ort.SessionOptions()
@@ -174,6 +171,18 @@ def test_constants_to_initializers_is_exact(kind: str, shape: tuple[int, ...]) -
     before = ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     after = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)
+
+
+def test_int8_calibration_keeps_rapidocr_box_dilation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Calibrating on crops cut at the reader's 2.0 made the int8 recogniser drop spaces (CALIB_UNCLIP_RATIO).
+    import rapidocr_onnxruntime
+
+    seen: dict[str, object] = {}
+    real = rapidocr_onnxruntime.RapidOCR
+    monkeypatch.setattr(rapidocr_onnxruntime, "RapidOCR", lambda **kw: seen.update(kw) or real(**kw))
+    monkeypatch.setattr(ocr_int8, "_calibration_images", lambda pages: [])
+    assert ocr_int8._calibration_inputs("rec", 0) == []
+    assert seen["det_unclip_ratio"] == ocr_int8.CALIB_UNCLIP_RATIO == 1.6 != OcrConfig().unclip_ratio
 
 
 def test_int8_models_are_validated() -> None:
