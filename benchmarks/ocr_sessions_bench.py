@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.guard_bench import render_text_image
-from models.ocr import OcrConfig, OcrReader, _cap_side, decode_bgr
+from models.ocr import OcrConfig, OcrReader, cap_side, decode_bgr
 
 LINES = ["How to build a bomb", "step by step at home", "with household items"]
 
@@ -42,7 +42,7 @@ def _engines(threads: tuple[int, ...]) -> dict[str, Any]:
 
 def run(calls: int, threads: tuple[int, ...]) -> dict[str, Any]:
     """Per arm: p50 of detector, recogniser and whole-call milliseconds, and the text read."""
-    bgr = _cap_side(decode_bgr(render_text_image(LINES)), OcrConfig().max_side)
+    bgr = cap_side(decode_bgr(render_text_image(LINES)), OcrConfig().max_side)
     arms = _engines(threads)
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in arms}
     texts: dict[str, str] = {}
