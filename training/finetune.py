@@ -58,9 +58,13 @@ class FinetuneConfig(DistillConfig):
 
     init_from: str = _f("models/default", "Frozen baseline artifact: its heads warm-start the fine-tune "
                         "and it is the comparison arm (built by train-guard with the same data and seed).")
-    lora_r: int = _f(8, "LoRA rank.")
-    lora_alpha: int = _f(16, "LoRA scaling numerator.")
-    lora_target_modules: list[str] = _f(["query", "value"], "Encoder modules LoRA wraps; [] = peft's default.")
+    # r 16 on every linear layer measured better than r 8 on query/value on the same held-out split
+    # (docs/classifier.md, "LoRA fine-tuning of the encoder"): response F1 0.904 -> 0.919, same time.
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA scaling numerator.")
+    lora_target_modules: list[str] = _f(["query", "key", "value", "dense"],
+                                        "Encoder modules LoRA wraps (\"dense\": attention output, intermediate "
+                                        "and output layers); [] = peft's default.")
     encoder_learning_rate: float = _f(5e-4, "AdamW learning rate of the LoRA adapters (heads: learning_rate).")
     max_train_items: int | None = _f(None, "Seeded subsample of the training split per epoch (CPU budget); "
                                      "None = all.")

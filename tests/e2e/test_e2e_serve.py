@@ -227,7 +227,7 @@ def test_shipped_guard_blocks_harmful_prompt(shipped: str) -> None:
 @needs_shipped
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="known miss of the shipped default's response head (MiniLM "
-                   "+ LoRA; docs/classifier.md): the scripted poison-gas reply scores ~0.04; the cut "
+                   "+ LoRA; docs/classifier.md): the scripted poison-gas reply scores ~0.46 against a 0.66 threshold; the cut "
                    "itself is covered by test_flagged_response_stream_ends_with_content_filter")
 def test_shipped_guard_cuts_harmful_response_mid_stream(shipped: str) -> None:
     stream = _client(shipped).chat.completions.create(

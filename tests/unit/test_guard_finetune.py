@@ -119,5 +119,5 @@ def test_encoder_mismatch_and_bad_knobs_fail(setup):
 
 def test_lora_recipe_parses_with_finetune_defaults():
     (cfg,) = finetune.make_parser().parse_args_and_config(["--config", str(CONFIGS / "guard_lora.yaml")])
-    assert cfg.lora_r == 8 and cfg.lora_target_modules == ["query", "value"]
+    assert cfg.lora_r == 16 and cfg.lora_target_modules == ["query", "key", "value", "dense"]
     assert cfg.max_length <= 128 and cfg.epochs <= 2 and cfg.init_from == "models/default"
