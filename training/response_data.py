@@ -38,6 +38,7 @@ from training.guard_data import GuardExample
 RESPONSE_CONTEXT_CHARS = 400  # == service.guard.RESPONSE_CONTEXT_CHARS
 RESPONSE_SEGMENT_CHARS = 600  # == service.guard.RESPONSE_SEGMENT_CHARS
 STREAM_STEP_CHARS = 64  # the default ``stream_holdback_chars`` of the service's GuardPolicy
+FIRST_RELEASE_CHARS = 16  # == service.settings.ServeSettings.stream_first_release_chars (default)
 MIN_UNSAFE_PREFIX_CHARS = 192
 
 BENIGN_SOURCES = ("mt_bench_questions", "vicuna_bench_questions", "self_instruct_seed_tasks",
@@ -110,7 +111,10 @@ def _item(uid: str, prompt: str, response: str, label: int, group: str, cv_group
 
 def with_prefixes(items: Sequence[GuardExample], rng: random.Random, share: float) -> list[GuardExample]:
     """Add one stream prefix for a ``share`` of ``items`` (same label, group and cv_group); an
-    unsafe item's prefix shorter than ``MIN_UNSAFE_PREFIX_CHARS`` is skipped."""
+    unsafe item's prefix shorter than ``MIN_UNSAFE_PREFIX_CHARS`` is skipped. A selected *safe* item
+    longer than ``FIRST_RELEASE_CHARS`` also gets its first-release window (the service scores a
+    stream's first ``FIRST_RELEASE_CHARS`` characters before releasing any; without these short
+    windows a 16-character garble from the demo VLM was blocked)."""
     out = list(items)
     for ex in items:
         if rng.random() >= share or ex.response is None:
@@ -119,6 +123,9 @@ def with_prefixes(items: Sequence[GuardExample], rng: random.Random, share: floa
             if ex.label_response == 1 and len(pre) < MIN_UNSAFE_PREFIX_CHARS:
                 continue
             out.append(replace(ex, uid=f"{ex.uid}:pre{k}", response=pre))
+        first = ex.response[:FIRST_RELEASE_CHARS]
+        if ex.label_response == 0 and len(ex.response) > FIRST_RELEASE_CHARS and first.strip():
+            out.append(replace(ex, uid=f"{ex.uid}:first", response=first))
     return out
 
 
@@ -213,6 +220,9 @@ def _noise(kind: str, rng: random.Random) -> str:
     if kind == "chars":  # what a random-weights VLM emits: tokens of letters, digits, symbols
         alphabet = string.ascii_letters + string.digits + string.punctuation + "  "
         return "".join(rng.choice(alphabet) for _ in range(rng.randint(8, 300))).strip() or "x"
+    if kind == "bytes":  # a random-weights byte-level VLM: invalid UTF-8 (U+FFFD), control characters
+        raw = bytes(rng.randrange(256) for _ in range(rng.randint(8, 400)))
+        return raw.decode("utf-8", errors="replace").strip() or "\ufffd"
     if kind == "words":
         return " ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(1, 9)))
                         for _ in range(rng.randint(3, 60)))
@@ -229,7 +239,7 @@ def _noise(kind: str, rng: random.Random) -> str:
     return f"## {rng.choice(('Summary', 'Results', 'Notes'))}\n\n| name | value |\n|---|---|\n" + "\n".join(rows)
 
 
-NOISE_KINDS = ("chars", "words", "numbers", "code", "markdown")
+NOISE_KINDS = ("chars", "bytes", "words", "numbers", "code", "markdown")
 
 
 def noise_responses(prompts: Sequence[str], n: int, rng: random.Random) -> list[GuardExample]:

@@ -29,6 +29,17 @@ def _pack() -> list[GuardExample]:
 def test_constants_match_the_service():
     assert rd.RESPONSE_CONTEXT_CHARS == service_guard.RESPONSE_CONTEXT_CHARS
     assert rd.RESPONSE_SEGMENT_CHARS == service_guard.RESPONSE_SEGMENT_CHARS
+    from service.settings import ServeSettings
+
+    assert rd.FIRST_RELEASE_CHARS == ServeSettings.model_fields["stream_first_release_chars"].default
+
+
+def test_safe_items_get_their_first_release_window():
+    safe = GuardExample("s", "p", response="x8@#kq zz ,aK b and a lot more noise here", label_response=0, group="g")
+    bad = GuardExample("b", "p", response="Step 1: " + "mix the poison " * 40, label_response=1, group="g")
+    out = rd.with_prefixes([safe, bad], random.Random(0), share=1.0)
+    firsts = [e for e in out if e.uid.endswith(":first")]
+    assert [(e.uid, e.response, e.label_response) for e in firsts] == [("s:first", safe.response[:16], 0)]
 
 
 def test_service_format_matches_check_output_windowing():
