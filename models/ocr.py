@@ -16,10 +16,9 @@ Speed (see ``docs/benchmarks.md``, "Guard classifier (CPU)"): the defaults skip 
 classifier (typographic and screenshot text is upright), downscale images whose longest side
 exceeds ``max_side``, and return early, without running any model, for near-uniform images
 (``blank_std``), which cannot carry text. A photo without text costs one detector pass.
-Latency (``benchmarks/guard_bench.py --ocr-sweep``, docs/benchmarks.md): a cold 760x400 page with
-2-3 lines of text took p50 276 ms / p95 405 ms with these defaults on the shared 2-core dev box
-under a load average of ~6 (recognition is about two thirds of it); a cache hit costs one sha256
-of the image bytes.
+Latency (``benchmarks/ocr_sessions_bench.py``, docs/benchmarks.md): a cold 760x400 page with 3
+lines of text takes p50 131 ms with these defaults on 2 idle cores (recognition is about two
+thirds of it); a cache hit costs one sha256 of the image bytes.
 
 int8 (``OcrConfig.int8``, off by default): the reader loads int8 copies of the models that
 ``models.ocr_int8.ensure_int8_model`` builds and caches (recipe, cache and failure modes there), and
