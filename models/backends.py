@@ -254,6 +254,7 @@ class OnnxBackend(_BackendBase):
         meta = read_metadata(self.path)
         if meta.get("spaguard.key") != artifact_key(folder, int8) or json.loads(meta.get("spaguard.card", "{}")) != card:
             raise ArtifactMismatchError(f"{self.path} was not exported from {folder} (stale cache entry?)")
+        self.graph = meta.get("spaguard.graph", "plain")  # "fused" or "plain" (models.export_onnx.export_best)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

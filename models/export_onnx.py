@@ -9,14 +9,16 @@ Contract
   sequence axes, and returns ``prompt`` (B,), ``response`` (B,) and ``nodes`` (B, K) logits.
   Tokenization and OCR stay outside the graph (``models.classifier.Featurizer``). LoRA adapters
   are merged into the encoder before export.
-* The ONNX file carries the artifact's card and its cache key in ``metadata_props``
-  (``spaguard.card``, ``spaguard.key``), so a stale or foreign file is detected.
+* ``export_best`` (used by the cache and the CLI) writes ORT's fused graph for BERT-family text
+  encoders (``models.onnx_fusion``, parity-checked) and the plain torch.export graph otherwise.
+* The ONNX file carries the artifact's card, its cache key and the graph kind in ``metadata_props``
+  (``spaguard.card``, ``spaguard.key``, ``spaguard.graph``), so a stale or foreign file is detected.
 * ``ensure_onnx(artifact, int8)`` exports on first use into ``$SPAGUARD_CACHE`` (default
   ``~/.cache/spaguard``)``/onnx/<key>/`` where ``key`` hashes the artifact's files: the ONNX file
   (~90 MB for MiniLM) is too large for git. Concurrent exporters are serialized by a file lock and
   the file appears atomically.
-* int8: ORT dynamic quantization (per-channel int8 weights of the encoder's MatMuls, activations
-  quantized at run time; the heads stay fp32).
+* int8: ORT dynamic quantization (per-channel int8 weights of the encoder's MatMuls and fused
+  Attention projections, activations quantized at run time; the heads stay fp32).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import torch
 
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3  # 3: fused graphs for BERT-family encoders (models.onnx_fusion)
 OUTPUT_NAMES = ("prompt", "response", "nodes")
 OPSET = 18
 
@@ -84,15 +86,35 @@ def export_onnx(model: Any, out_path: str | Path, metadata: dict[str, str] | Non
     return out
 
 
+def export_best(model: Any, out_path: str | Path, metadata: dict[str, str] | None = None) -> str:
+    """Export ``model`` to ``out_path``, fused where it can be (``models.onnx_fusion``), else plain.
+
+    Returns the graph kind written, ``"fused"`` or ``"plain"``; it is also stored in the file's
+    metadata as ``spaguard.graph``.
+    """
+    from models.onnx_fusion import export_fused
+
+    merged = _merged_copy(model).eval()
+    for kind in ("fused", "plain"):
+        meta = {**(metadata or {}), "spaguard.graph": kind}
+        if kind == "plain":
+            export_onnx(merged, out_path, meta)
+        elif not export_fused(merged, out_path, meta):
+            continue
+        return kind
+    raise AssertionError("unreachable: the plain export always returns")
+
+
 def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     """Dynamic int8 quantization of ``src``'s encoder MatMul weights, written to ``dst``; keeps metadata."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # Encoder MatMuls only, per output channel: the heads (exported as Gemm) are tiny and stay fp32, and
-    # per-channel scales follow the weights' per-row ranges (less error than one scale per tensor).
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     per_channel=True)
+    # Encoder MatMuls (and fused Attention projections) only, per output channel: the heads (exported as
+    # Gemm) are tiny and stay fp32, and per-channel scales follow the weights' per-row ranges (less error
+    # than one scale per tensor). ORT's contrib ops have no ONNX shape inference, hence the default type.
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
+                     per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
     _set_metadata(Path(dst), meta)
     return Path(dst)
@@ -110,8 +132,8 @@ def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
 
 def _merged_copy(model: Any) -> Any:
     """A copy with LoRA adapters merged into the encoder (plain modules export cleanly)."""
-    if model.config.encoder_trainable != "lora":
-        return model
+    if model.config.encoder_trainable != "lora" or not hasattr(model.encoder, "merge_and_unload"):
+        return model  # nothing to merge, or already merged
     merged = copy.deepcopy(model, memo={id(model.featurizer): model.featurizer})  # share the (lock-holding) featurizer
     merged.encoder = merged.encoder.merge_and_unload()
     return merged
@@ -162,7 +184,7 @@ def _build(artifact: Path, key: str, tmp: Path, int8: bool, cache_dir: str | Pat
 
     model = GuardClassifier.load(artifact)
     card = json.loads((artifact / "card.json").read_text())
-    export_onnx(model, tmp, {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": key})
+    export_best(model, tmp, {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": key})
 
 
 def ort_feed(session: Any, feats: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -213,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.int8:
         fp32 = out.with_suffix(".fp32.onnx")
-        export_onnx(model, fp32, meta)
+        kind = export_best(model, fp32, meta)
         quantize_int8(fp32, out)
         fp32.unlink()
     else:
-        export_onnx(model, out, meta)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+        kind = export_best(model, out, meta)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {kind} graph)")
     if args.check:
         diff = parity(model, out)
         print(f"max |torch - ort| logit difference: {diff:.3g}")

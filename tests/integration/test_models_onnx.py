@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
@@ -15,6 +16,7 @@ from models.backends import GuardInput, OnnxBackend, load_backend
 from models.card import ArtifactMismatchError
 from models.classifier import ClassifierConfig, GuardClassifier
 from models.encoders import build_tiny_image_encoder, build_tiny_text_encoder
+from models.onnx_fusion import export_fused
 from models.export_onnx import OUTPUT_NAMES, _set_metadata, ensure_onnx, main as export_main, ort_feed, parity, read_metadata
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,6 +68,7 @@ def test_lora_text_parity_cache_and_int8(tiny: dict[str, str], tmp_path) -> None
     backend = load_backend("onnx", art, threads=1)
     assert backend.featurizer.ocr.config.threads == 1  # one thread knob pins OCR too
     assert isinstance(backend, OnnxBackend) and backend.health()
+    assert backend.graph == "fused"  # a BERT encoder gets ORT's fused Attention graph
     assert str(backend.path).startswith(str(tmp_path / "cache"))
     for batch in (ITEMS, ITEMS[:1], ITEMS[1:2]):  # dynamic batch and sequence lengths
         feats, _ = backend.featurizer(batch)
@@ -85,6 +88,7 @@ def test_lora_text_parity_cache_and_int8(tiny: dict[str, str], tmp_path) -> None
     int8 = load_backend("onnx-int8", art, threads=1)
     assert int8.name == "onnx-int8" and int8.path != backend.path
     assert int8.path.stat().st_size < backend.path.stat().st_size
+    assert {"QAttention", "DynamicQuantizeMatMul"} & {n.op_type for n in onnx.load(str(int8.path)).graph.node}
     q = int8.score(ITEMS)
     assert max(abs(a.unsafe_prob - b.unsafe_prob) for a, b in zip(torch_v, q)) < 0.05
 
@@ -97,6 +101,24 @@ def test_image_encoder_parity(tiny: dict[str, str], tmp_path) -> None:
     assert parity(model, path, ITEMS[:2]) <= 1e-4  # text-only batch: empty image slots are fed
     meta = read_metadata(path)
     assert json.loads(meta["spaguard.card"])["image_encoder"] == tiny["image"]
+    assert meta["spaguard.graph"] == "plain"  # image towers are not fused
+
+
+def test_fused_export_matches_torch_and_refuses_when_parity_fails(tiny: dict[str, str], tmp_path) -> None:
+    cfg = ClassifierConfig(encoder=tiny["text"], node_keys=NODES, use_ocr=False)
+    model, _ = _artifact(tmp_path, cfg, "fuse")
+    before = model.encoder.config._attn_implementation
+    out = tmp_path / "fused.onnx"
+    assert export_fused(model, out, {"k": "v"})
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("Attention") == 2 and "SkipLayerNormalization" in ops  # one Attention per layer
+    assert read_metadata(out) == {"k": "v"}
+    assert parity(model, out, ITEMS[:2]) <= 1e-4 and parity(model, out, ITEMS[1:2]) <= 1e-4
+    # The caller's model keeps its own attention implementation (the export works on a copy).
+    assert model.encoder.config._attn_implementation == before != "eager"
+    refused = tmp_path / "refused.onnx"
+    assert not export_fused(model, refused, tolerance=-1.0)  # no graph can pass: refused, nothing written
+    assert not refused.exists()
 
 
 def test_backend_refuses_mismatched_card_and_stale_cache(tiny: dict[str, str], tmp_path) -> None:
