@@ -120,12 +120,14 @@ def _ensure_artifact(path: str | None, seed: int) -> Path:
 
 
 def _open(kind: str, artifact: Path, args: argparse.Namespace) -> Any:
-    """A backend by kind; ``onnx-spin`` is ORT fp32 with intra-op spin-waiting on (the ORT default)."""
-    if kind == "onnx-spin":
+    """A backend by kind; ``onnx-spin`` is ORT fp32 with intra-op spin-waiting on (the ORT default);
+    ``onnx-plain`` / ``onnx-int8-plain`` run the plain torch.export graph instead of the fused one."""
+    if kind in ("onnx-spin", "onnx-plain", "onnx-int8-plain"):
         from models.backends import OnnxBackend
 
-        backend = OnnxBackend(artifact, threads=args.threads, max_batch_size=max(args.batch_sizes), spin=True)
-        backend.name = "onnx-spin"
+        backend = OnnxBackend(artifact, threads=args.threads, max_batch_size=max(args.batch_sizes),
+                              spin=kind == "onnx-spin", int8="int8" in kind, fuse=not kind.endswith("-plain"))
+        backend.name = kind
         return backend
     return load_backend(kind, artifact, threads=args.threads, max_batch_size=max(args.batch_sizes))
 
@@ -366,7 +368,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--artifact", default=None, help="classifier artifact (default: models/default, else random heads)")
     p.add_argument("--backends", default="torch,onnx,onnx-int8",
-                   help="comma-separated: torch, onnx, onnx-int8, onnx-spin (ORT with spin-waiting threads)")
+                   help="comma-separated: torch, onnx, onnx-int8, onnx-spin (ORT with spin-waiting threads), "
+                        "onnx-plain, onnx-int8-plain (the unfused graph)")
     p.add_argument("--modes", default="text,image", help="comma-separated: text, image")
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="comma-separated batch sizes")
     p.add_argument("--max-image-batch", type=int, default=8, help="largest batch size for image mode (OCR is slow)")

@@ -228,14 +228,15 @@ class OnnxBackend(_BackendBase):
     The ONNX file is exported from the artifact on first use and cached (``models.export_onnx``);
     tokenization and OCR run outside the graph in the shared ``Featurizer``. ``threads`` sets ORT's
     intra-op threads (None: ORT's default, one per physical core); ``spin`` lets idle ORT threads
-    busy-wait (off by default: see the note in ``__init__``).
+    busy-wait (off by default: see the note in ``__init__``); ``fuse=False`` runs the plain graph
+    instead of ORT's fused one (``models.export_onnx.export_best``).
     """
 
     name = "onnx"
 
     def __init__(self, artifact: str | Path, *, threads: int | None = None, max_batch_size: int = 32,
                  int8: bool = False, cache_dir: str | Path | None = None,
-                 providers: Sequence[str] | None = None, spin: bool = False) -> None:
+                 providers: Sequence[str] | None = None, spin: bool = False, fuse: bool = True) -> None:
         import json
 
         import onnxruntime as ort
@@ -250,9 +251,9 @@ class OnnxBackend(_BackendBase):
         check_card_matches(card, runtime_card(config))  # refuse before the (slow) first export
         self.node_keys = list(config.node_keys)
         self.featurizer = Featurizer(config, ocr=None if threads is None else _ocr_reader(threads))
-        self.path = ensure_onnx(folder, int8=int8, cache_dir=cache_dir)
+        self.path = ensure_onnx(folder, int8=int8, cache_dir=cache_dir, fuse=fuse)
         meta = read_metadata(self.path)
-        if meta.get("spaguard.key") != artifact_key(folder, int8) or json.loads(meta.get("spaguard.card", "{}")) != card:
+        if meta.get("spaguard.key") != artifact_key(folder, int8, fuse) or json.loads(meta.get("spaguard.card", "{}")) != card:
             raise ArtifactMismatchError(f"{self.path} was not exported from {folder} (stale cache entry?)")
         self.graph = meta.get("spaguard.graph", "plain")  # "fused" or "plain" (models.export_onnx.export_best)
         opts = ort.SessionOptions()

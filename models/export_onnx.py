@@ -86,16 +86,16 @@ def export_onnx(model: Any, out_path: str | Path, metadata: dict[str, str] | Non
     return out
 
 
-def export_best(model: Any, out_path: str | Path, metadata: dict[str, str] | None = None) -> str:
+def export_best(model: Any, out_path: str | Path, metadata: dict[str, str] | None = None, fuse: bool = True) -> str:
     """Export ``model`` to ``out_path``, fused where it can be (``models.onnx_fusion``), else plain.
 
     Returns the graph kind written, ``"fused"`` or ``"plain"``; it is also stored in the file's
-    metadata as ``spaguard.graph``.
+    metadata as ``spaguard.graph``. ``fuse=False`` always writes the plain graph.
     """
     from models.onnx_fusion import export_fused
 
     merged = _merged_copy(model).eval()
-    for kind in ("fused", "plain"):
+    for kind in ("fused", "plain") if fuse else ("plain",):
         meta = {**(metadata or {}), "spaguard.graph": kind}
         if kind == "plain":
             export_onnx(merged, out_path, meta)
@@ -148,19 +148,23 @@ def cache_root() -> Path:
     return Path(os.environ.get("SPAGUARD_CACHE") or Path.home() / ".cache" / "spaguard")
 
 
-def artifact_key(artifact: str | Path, int8: bool = False) -> str:
+def artifact_key(artifact: str | Path, int8: bool = False, fuse: bool = True) -> str:
     """Hash of everything the exported graph depends on (artifact files, encoder hashes, export code)."""
     folder = Path(artifact)
-    digest = hashlib.sha256(f"export-v{EXPORT_VERSION}:opset{OPSET}:int8={int8}".encode())
+    digest = hashlib.sha256(f"export-v{EXPORT_VERSION}:opset{OPSET}:int8={int8}:fuse={fuse}".encode())
     # The card names the encoder weights (sha256) and is embedded in the file, so it is part of the key.
     for name in ("config.json", "head.safetensors", "card.json"):
         digest.update((folder / name).read_bytes())
     return digest.hexdigest()[:24]
 
 
-def ensure_onnx(artifact: str | Path, int8: bool = False, cache_dir: str | Path | None = None) -> Path:
-    """The cached ONNX file for ``artifact`` (exported, and quantized for ``int8``, on first use)."""
-    key = artifact_key(artifact, int8)
+def ensure_onnx(artifact: str | Path, int8: bool = False, cache_dir: str | Path | None = None,
+                fuse: bool = True) -> Path:
+    """The cached ONNX file for ``artifact`` (exported, and quantized for ``int8``, on first use).
+
+    ``fuse=False`` asks for the plain graph even where a fused one can be built (``export_best``).
+    """
+    key = artifact_key(artifact, int8, fuse)
     folder = Path(cache_dir or cache_root()) / "onnx" / key
     target = folder / ("model.int8.onnx" if int8 else "model.onnx")
     if target.is_file():
@@ -170,21 +174,21 @@ def ensure_onnx(artifact: str | Path, int8: bool = False, cache_dir: str | Path 
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be exporting the same key
         if not target.is_file():
             tmp = folder / f".{target.name}.{os.getpid()}.tmp"
-            _build(Path(artifact), key, tmp, int8, cache_dir)
+            _build(Path(artifact), key, tmp, int8, cache_dir, fuse)
             os.replace(tmp, target)  # atomic: readers never see a half-written file
     return target
 
 
-def _build(artifact: Path, key: str, tmp: Path, int8: bool, cache_dir: str | Path | None) -> None:
+def _build(artifact: Path, key: str, tmp: Path, int8: bool, cache_dir: str | Path | None, fuse: bool) -> None:
     if int8:
-        quantize_int8(ensure_onnx(artifact, int8=False, cache_dir=cache_dir), tmp)
+        quantize_int8(ensure_onnx(artifact, int8=False, cache_dir=cache_dir, fuse=fuse), tmp)
         _set_metadata(tmp, {**read_metadata(tmp), "spaguard.key": key})
         return
     from models.classifier import GuardClassifier
 
     model = GuardClassifier.load(artifact)
     card = json.loads((artifact / "card.json").read_text())
-    export_best(model, tmp, {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": key})
+    export_best(model, tmp, {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": key}, fuse=fuse)
 
 
 def ort_feed(session: Any, feats: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -219,6 +223,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--int8", action="store_true", help="also quantize (dynamic int8); writes the int8 file to --out")
     p.add_argument("--check", action="store_true", help="compare torch and ORT logits on sample inputs")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="write the plain torch.export graph even where ORT's fused graph can be built")
     return p
 
 
@@ -231,15 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     folder = resolve_artifact(args.model)
     model = GuardClassifier.load(folder)
     card = json.loads((folder / "card.json").read_text())
-    meta = {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": artifact_key(folder, args.int8)}
+    meta = {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": artifact_key(folder, args.int8, not args.no_fuse)}
     out = Path(args.out)
     if args.int8:
         fp32 = out.with_suffix(".fp32.onnx")
-        kind = export_best(model, fp32, meta)
+        kind = export_best(model, fp32, meta, fuse=not args.no_fuse)
         quantize_int8(fp32, out)
         fp32.unlink()
     else:
-        kind = export_best(model, out, meta)
+        kind = export_best(model, out, meta, fuse=not args.no_fuse)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {kind} graph)")
     if args.check:
         diff = parity(model, out)
