@@ -322,8 +322,9 @@ def int8_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     labels = np.array([y for _, y in rows])
     out: dict[str, Any] = {"n": len(rows), "positives": int(labels.sum()), "artifact": str(artifact)}
     probs, flags = {}, {}
-    for kind in ("onnx", "onnx-int8"):
-        backend = load_backend(kind, artifact, threads=args.threads, max_batch_size=32)
+    kinds = list(dict.fromkeys(args.backends))  # the first kind is the reference the others are compared to
+    for kind in kinds:
+        backend = _open(kind, artifact, args)
         verdicts = [v for i in range(0, len(rows), 32)
                     for v in backend.score([GuardInput(t) for t, _ in rows[i:i + 32]])]
         probs[kind] = np.array([v.unsafe_prob for v in verdicts])
@@ -331,10 +332,16 @@ def int8_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         out[kind] = {"auroc": float(roc_auc_score(labels, probs[kind])),
                      "accuracy": float((flags[kind] == labels.astype(bool)).mean()),
                      "recall": float(flags[kind][labels == 1].mean()), "fpr": float(flags[kind][labels == 0].mean())}
-    diff = np.abs(probs["onnx"] - probs["onnx-int8"])
-    out["int8_vs_fp32"] = {"max_abs_prob_diff": float(diff.max()), "mean_abs_prob_diff": float(diff.mean()),
-                           "flag_agreement": float((flags["onnx"] == flags["onnx-int8"]).mean()),
-                           "auroc_change": out["onnx-int8"]["auroc"] - out["onnx"]["auroc"]}
+
+    def compare(ref: str, kind: str) -> dict[str, float]:
+        diff = np.abs(probs[ref] - probs[kind])
+        return {"max_abs_prob_diff": float(diff.max()), "mean_abs_prob_diff": float(diff.mean()),
+                "flag_agreement": float((flags[ref] == flags[kind]).mean()),
+                "auroc_change": out[kind]["auroc"] - out[ref]["auroc"]}
+
+    out["vs_" + kinds[0]] = {k: compare(kinds[0], k) for k in kinds[1:]}
+    if {"onnx", "onnx-int8"} <= set(kinds):
+        out["int8_vs_fp32"] = compare("onnx", "onnx-int8")
     print(json.dumps(out, indent=2))
     return {"accuracy": out, **_machine(args)}
 
