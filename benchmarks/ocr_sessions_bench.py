@@ -40,7 +40,8 @@ def _engines(threads: tuple[int, ...]) -> dict[str, Any]:
         arms[f"rapidocr sessions (spinning), {t} thread(s)"] = RapidOCR(
             use_cls=cfg.use_cls, text_score=cfg.text_score, det_limit_type="max",
             det_unclip_ratio=cfg.unclip_ratio, intra_op_num_threads=t, inter_op_num_threads=1)
-        arms[f"rebuilt sessions (no spinning), {t} thread(s)"] = OcrReader(OcrConfig(threads=t))._get_engine()
+        arms[f"rebuilt sessions (no spinning), {t} thread(s)"] = OcrReader(
+            OcrConfig(threads=t, openvino_models=()))._get_engine()  # ORT arms only (see ocr_runtime_bench)
     return arms
 
 

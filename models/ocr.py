@@ -16,9 +16,10 @@ Speed (see ``docs/benchmarks.md``, "Guard classifier (CPU)"): the defaults skip 
 classifier (typographic and screenshot text is upright), downscale images whose longest side
 exceeds ``max_side``, and return early, without running any model, for near-uniform images
 (``blank_std``), which cannot carry text. A photo without text costs one detector pass.
-Latency (``benchmarks/ocr_sessions_bench.py``, docs/benchmarks.md): a cold 760x400 page with 3
-lines of text takes p50 131 ms with these defaults on 2 idle cores (recognition is about two
-thirds of it); a cache hit costs one sha256 of the image bytes.
+Latency (``benchmarks/ocr_runtime_bench.py``, docs/benchmarks.md "OCR on OpenVINO"): the models run on
+OpenVINO's CPU plugin by default (``OcrConfig.openvino_models``), p50 93 ms per page of 1-4 lines
+on 2 idle cores for image sizes seen before, 114 ms on first sight, vs 143-148 ms on ONNX Runtime;
+a cache hit costs one sha256 of the image bytes.
 
 int8 (``OcrConfig.int8``, off by default): the reader loads int8 copies of the models that
 ``models.ocr_int8.ensure_int8_model`` builds and caches (recipe, cache and failure modes there), and
@@ -74,12 +75,19 @@ class OcrConfig:
     int8: bool = False
     """Run the models in ``int8_models`` as int8 copies (static QDQ quantization, built once per
     machine and cached by ``models.ocr_int8``; the first build takes 1-2 minutes, and if it fails
-    the reader logs a warning and runs fp32). Off by default: the detector, the only model that kept
-    word recall as int8, made OCR 14 % faster, under the 15 % bar for a default (docs/benchmarks.md,
-    "OCR int8")."""
+    the reader logs a warning and runs fp32). Off by default: on ONNX Runtime the int8 detector made
+    OCR 6-14 % faster; on OpenVINO (the default runtime) it is slower than fp32 (docs/benchmarks.md,
+    "OCR int8" and "OCR on OpenVINO"). Its boxes come out a few pixels taller, which keeps more spaces
+    between words on dense pages."""
     int8_models: tuple[str, ...] = ("det",)
     """Which models ``int8`` quantizes: "det" and/or "rec". The int8 recogniser is another 15 %
     faster (both: 0.69-0.73x fp32) but lost 0.5 points of word recall on 200 dev-prompt pages."""
+    openvino_models: tuple[str, ...] = ("det", "rec")
+    """Which models run on OpenVINO's CPU plugin instead of ONNX Runtime ("det", "rec"; () for none),
+    at fp32 with the same threads (``models.ocr_openvino``). Same text on every benchmark page, p50
+    0.65x ORT's time on image sizes seen before and 0.77x on first sight (OpenVINO compiles kernels
+    per new input shape; docs/benchmarks.md, "OCR on OpenVINO"). Without the ``openvino`` package the
+    reader logs a warning and uses ORT."""
 
     def __post_init__(self) -> None:
         from models.ocr_int8 import INT8_RECIPES  # lazy: ocr_int8 imports this module
@@ -87,6 +95,9 @@ class OcrConfig:
         unknown = set(self.int8_models) - set(INT8_RECIPES)
         if unknown:
             raise ValueError(f"int8_models must be among {sorted(INT8_RECIPES)}, got {sorted(unknown)}")
+        unknown = set(self.openvino_models) - {"det", "rec"}
+        if unknown:
+            raise ValueError(f"openvino_models must be among ['det', 'rec'], got {sorted(unknown)}")
 
 
 class OcrReader:
@@ -152,7 +163,7 @@ class OcrReader:
                 use_cls=cfg.use_cls, text_score=cfg.text_score, det_limit_type="max", det_unclip_ratio=cfg.unclip_ratio,
                 intra_op_num_threads=threads, inter_op_num_threads=1 if threads > 0 else -1,
             )
-            _replace_sessions(engine, threads, cfg.spin, _int8_paths(cfg))
+            _replace_sessions(engine, threads, cfg.spin, _int8_paths(cfg), _openvino_models(cfg))
             self._engine = engine
         return self._engine
 
@@ -171,9 +182,22 @@ def _int8_paths(cfg: OcrConfig) -> dict[str, Path]:
         return {}
 
 
-def _replace_sessions(engine: Any, threads: int, spin: bool, paths: dict[str, Path] | None = None) -> None:
+def _openvino_models(cfg: OcrConfig) -> tuple[str, ...]:
+    """``cfg.openvino_models``, or () with a logged warning when OpenVINO is not installed."""
+    from models.ocr_openvino import available
+
+    if cfg.openvino_models and not available():
+        logging.getLogger(__name__).warning("openvino is not installed; OCR models %s run on ONNX Runtime",
+                                            list(cfg.openvino_models))
+        return ()
+    return tuple(cfg.openvino_models)
+
+
+def _replace_sessions(engine: Any, threads: int, spin: bool, paths: dict[str, Path] | None = None,
+                      openvino: tuple[str, ...] = ()) -> None:
     """Swap rapidocr's ORT sessions for ones built with our options (the bundled model files, or
-    ``paths[kind]`` for kind "det"/"rec", e.g. int8 copies).
+    ``paths[kind]`` for kind "det"/"rec", e.g. int8 copies); the kinds in ``openvino`` get an
+    ``OpenVinoSession`` on the same file instead.
 
     rapidocr 1.4.4 (pinned) exposes no session options beyond thread counts and always lets idle
     threads spin; the detector, recogniser and angle classifier each own a pool, so a spinning pool
@@ -198,6 +222,11 @@ def _replace_sessions(engine: Any, threads: int, spin: bool, paths: dict[str, Pa
             opts.intra_op_num_threads = threads
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         path = str(paths.get(kind, old._model_path))
+        if kind in openvino:
+            from models.ocr_openvino import OpenVinoSession
+
+            setattr(holder, attr, OpenVinoSession(path, threads if threads > 0 else None))
+            continue
         setattr(holder, attr, ort.InferenceSession(path, opts, providers=old.get_providers()))
 
 

@@ -78,10 +78,15 @@ def test_bad_input_is_a_clear_error(reader: OcrReader) -> None:
         reader.read("a path")  # type: ignore[arg-type]
 
 
+def _model_path(session: object) -> str:
+    """The file an ORT session or an ``OpenVinoSession`` was built from."""
+    return str(getattr(session, "_model_path", None) or getattr(session, "model_path"))
+
+
 def test_sessions_are_rebuilt_without_spinning() -> None:
     import onnxruntime as ort
 
-    reader = OcrReader(OcrConfig(threads=2, use_cls=True))
+    reader = OcrReader(OcrConfig(threads=2, use_cls=True, openvino_models=()))
     engine = reader._get_engine()
     sessions = [engine.text_det.infer.session, engine.text_rec.session.session, engine.text_cls.infer.session]
     for sess in sessions:
@@ -97,7 +102,7 @@ def test_fp32_reader_keeps_spaces() -> None:
     line = "How does a secured credit card work?"
     reader = OcrReader(OcrConfig(threads=1, int8=False))
     assert _words(line) <= _words(reader.read(render([line, "Search for a mexican casserole recipe"], font_size=40)))
-    assert "ch_PP-OCRv4_rec" in reader._engine.text_rec.session.session._model_path  # the bundled fp32 model
+    assert "ch_PP-OCRv4_rec" in _model_path(reader._engine.text_rec.session.session)  # the bundled fp32 model
 
 
 def test_int8_build_failure_falls_back_to_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +112,62 @@ def test_int8_build_failure_falls_back_to_fp32(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(ocr_int8, "ensure_int8_model", broken)  # the reader imports it at engine build
     reader = OcrReader(OcrConfig(threads=1, int8=True))
     assert {"poison", "recipe"} <= _words(reader.read(render(["poison recipe"], (600, 160))))
-    assert "ch_PP-OCRv4_det" in reader._engine.text_det.infer.session._model_path
+    assert "ch_PP-OCRv4_det" in _model_path(reader._engine.text_det.infer.session)
+
+
+# ---- OpenVINO sessions ------------------------------------------------------------------------------
+
+def test_default_models_run_on_openvino_and_read_what_ort_reads() -> None:
+    import onnxruntime as ort
+
+    from models.ocr_openvino import OpenVinoSession
+
+    ov_reader, ort_reader = OcrReader(OcrConfig(threads=2)), OcrReader(OcrConfig(threads=2, openvino_models=()))
+    ov_reader._get_engine()
+    rec = ov_reader._engine.text_rec.session.session
+    assert isinstance(rec, OpenVinoSession) and "ch_PP-OCRv4_rec" in rec.model_path
+    assert isinstance(ov_reader._engine.text_det.infer.session, OpenVinoSession)
+    assert isinstance(ort_reader._get_engine().text_det.infer.session, ort.InferenceSession)
+    pages = [render(LINES), render(["poison recipe"], (600, 160), fmt="JPEG"),
+             render(["How does a secured credit card work?", "Search for a mexican casserole recipe"], font_size=40),
+             render(["a b c", "one two three four five six seven eight"], (900, 300), font_size=36)]
+    for page in pages:  # new sizes and widths every page: shapes OpenVINO has not compiled for
+        assert ov_reader.read(page) == ort_reader.read(page)
+
+
+def test_openvino_session_checks_its_feed_and_returns_owned_arrays() -> None:
+    import numpy as np
+
+    from models.ocr_openvino import OpenVinoSession
+
+    engine = OcrReader(OcrConfig(threads=1, openvino_models=()))._get_engine()
+    path = engine.text_rec.session.session._model_path
+    session = OpenVinoSession(path, threads=1)
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    x = np.random.default_rng(0).random((2, 3, 48, 320), dtype=np.float32)
+    first = session.run([out.name], {inp.name: x})[0]
+    want = engine.text_rec.session.session.run(None, {inp.name: x})[0]
+    assert first.shape == want.shape and np.abs(first - want).max() < 1e-3
+    again = session.run(None, {inp.name: x[:1]})[0]  # a second call must not overwrite the first result
+    assert np.abs(first - want).max() < 1e-3 and again.shape[0] == 1
+    with pytest.raises(ValueError, match="wants"):
+        session.run(None, {"nope": x})
+
+
+def test_without_openvino_the_reader_uses_ort_and_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    import onnxruntime as ort
+
+    from models import ocr_openvino
+
+    monkeypatch.setattr(ocr_openvino, "available", lambda: False)
+    reader = OcrReader(OcrConfig(threads=1))
+    assert {"poison", "recipe"} <= _words(reader.read(render(["poison recipe"], (600, 160))))
+    assert isinstance(reader._engine.text_rec.session.session, ort.InferenceSession)
+    assert isinstance(reader._engine.text_det.infer.session, ort.InferenceSession)
+    assert "openvino is not installed" in caplog.text
+    with pytest.raises(ValueError, match="openvino_models"):
+        OcrConfig(openvino_models=("cls",))
 
 
 # ---- int8 models ----------------------------------------------------------------------------------
@@ -128,7 +188,7 @@ def test_int8_reader_recovers_rendered_words(int8_reader: OcrReader) -> None:
     assert text.lower().index("bomb") < text.lower().index("guide")
     assert {"poison", "recipe"} <= _words(int8_reader.read(render(["poison recipe"], (600, 160), fmt="JPEG")))
     for sess in (int8_reader._engine.text_det.infer.session, int8_reader._engine.text_rec.session.session):
-        assert Path(sess._model_path).parent == cache_root() / "ocr"  # the cached int8 copies were loaded
+        assert Path(_model_path(sess)).parent == cache_root() / "ocr"  # the cached int8 copies were loaded
 
 
 def test_int8_cache_is_reused(int8_reader: OcrReader) -> None:
