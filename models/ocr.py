@@ -64,9 +64,9 @@ class OcrConfig:
     blank_std: float = 2.0
     """Per-channel pixel std below which an image is treated as blank (no text) without running OCR."""
     threads: int | None = 2
-    """Intra-op threads of each ORT session (None: ORT's default, all cores). With spinning off, 2
-    threads read a 3-line 760x400 page in p50 131 ms vs 212 ms with 1 on the idle 2-core box
-    (docs/benchmarks.md, "OCR sessions")."""
+    """Intra-op threads of each model session, ORT or OpenVINO (None: the runtime's default, all cores).
+    On ORT with spinning off, 2 threads read a 3-line 760x400 page in p50 131 ms vs 212 ms with 1 on
+    the idle 2-core box (docs/benchmarks.md, "OCR sessions")."""
     spin: bool = False
     """Let idle ORT threads busy-wait. Off: rapidocr builds one thread pool per model, and the
     detector's spinning pool stole the recogniser's cores (rec 104 ms spinning vs 84 ms not, 2 threads)."""
