@@ -198,7 +198,7 @@ def resolve_artifact(artifact: str | Path | None) -> Path:
 
 
 def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, threads: int | None = None,
-                 max_batch_size: int = 32, device: str | None = None) -> ScoringBackend:
+                 max_batch_size: int = 32, device: str | None = None, spin: bool = False) -> ScoringBackend:
     """Open a scoring backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` on ``artifact``.
 
     ``artifact`` None means ``models/default/``. ``threads`` pins intra-op threads of the model
@@ -206,10 +206,13 @@ def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, thre
     ``$SPAGUARD_THREADS``). Raises ``ArtifactMismatchError`` when the
     artifact's card does not match the encoder weights or node keys found here. ``device`` (torch
     only): ``"cpu"`` / ``"cuda"``; None picks CUDA when available. ONNX Runtime takes its CUDA
-    provider whenever onnxruntime-gpu provides it.
+    provider whenever onnxruntime-gpu provides it. ``spin`` (ONNX only) lets idle ORT threads
+    busy-wait (``OnnxBackend``); asking it of torch raises ``ValueError``.
     """
     if kind not in BACKEND_KINDS:
         raise ValueError(f"unknown backend {kind!r}; expected one of {BACKEND_KINDS}")
+    if spin and kind == "torch":
+        raise ValueError("spin applies to the ONNX backends only, not torch")
     folder = resolve_artifact(artifact)
     if threads is None and os.environ.get("SPAGUARD_THREADS"):
         threads = int(os.environ["SPAGUARD_THREADS"])
@@ -219,7 +222,7 @@ def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, thre
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return TorchBackend(folder, threads=threads, max_batch_size=max_batch_size, device=device)
-    return OnnxBackend(folder, threads=threads, max_batch_size=max_batch_size, int8=kind == "onnx-int8")
+    return OnnxBackend(folder, threads=threads, max_batch_size=max_batch_size, int8=kind == "onnx-int8", spin=spin)
 
 
 class OnnxBackend(_BackendBase):

@@ -95,6 +95,7 @@ def load_guard(settings: ServeSettings) -> ScoringBackend:
         settings.guard_artifact,
         threads=settings.guard_threads,
         max_batch_size=settings.max_batch_size,
+        spin=settings.guard_spin,
     )
 
 

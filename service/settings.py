@@ -79,6 +79,10 @@ class ServeSettings(BaseModel):
     """Classifier artifact directory (default: the one shipped with the package)."""
     guard_threads: int = Field(2, ge=1)
     """CPU threads of the classifier runtime."""
+    guard_spin: bool = False
+    """Let the ONNX backends' idle threads busy-wait between calls. On cores the guard has to itself
+    this cuts batch-1 latency (6.3 -> 4.7 ms fp32 on 2 idle cores); on shared cores it steals them from
+    OCR and the event loop (3x slower at batch 8 under load), hence off (docs/benchmarks.md)."""
     guard_mode: Literal["block", "annotate", "shadow"] = "block"
     """block: refuse flagged prompts/responses; annotate: add the verdict to the body and x-guard-*
     headers; shadow: score and record (logs, metrics) without changing responses."""
@@ -131,6 +135,8 @@ class ServeSettings(BaseModel):
             raise ValueError("--remote-image-hosts is set but --remote-images is off")
         if self.max_queue < self.max_batch_size:
             raise ValueError("--max-queue must be at least --max-batch-size")
+        if self.guard_spin and self.guard_backend == "torch":
+            raise ValueError("--guard-spin applies to the ONNX guard backends (onnx, onnx-int8), not torch")
         if self.guard_artifact is not None and not self.guard_artifact.exists():
             raise ValueError(f"--guard-artifact {self.guard_artifact} does not exist")
         return self

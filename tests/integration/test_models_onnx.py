@@ -148,3 +148,17 @@ def test_export_cli_writes_file_and_checks_parity(tiny: dict[str, str], tmp_path
     out8 = tmp_path / "guard.int8.onnx"
     assert export_main(["--model", art, "--out", str(out8), "--int8"]) == 0
     assert out8.is_file() and not (tmp_path / "guard.int8.fp32.onnx").exists()
+
+
+def test_guard_spin_setting_reaches_the_ort_session(tiny: dict[str, str], tmp_path) -> None:
+    from service.app import load_guard
+    from service.settings import ServeSettings
+
+    cfg = ClassifierConfig(encoder=tiny["text"], node_keys=NODES, use_ocr=False)
+    _, art = _artifact(tmp_path, cfg, "spin")
+    for spin in (False, True):
+        backend = load_guard(ServeSettings(guard_artifact=art, guard_threads=1, guard_spin=spin))
+        opts = backend.session.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spin else "0")
+    with pytest.raises(ValueError, match="ONNX backends only"):
+        load_backend("torch", art, spin=True)

@@ -105,6 +105,7 @@ def test_settings_cli_yaml_and_precedence(tmp_path) -> None:
     assert s.remote_images is False and s.remote_image_hosts == ()
     ec = load_settings(["--engine", "openai", "--upstream-url", "http://u/v1"]).engine_config()
     assert ec.kind == "openai" and ec.upstream_url == "http://u/v1"
+    assert load_settings(["--guard-spin"]).guard_spin is True and load_settings([]).guard_spin is False
 
 
 @pytest.mark.parametrize(
@@ -117,6 +118,7 @@ def test_settings_cli_yaml_and_precedence(tmp_path) -> None:
         ["--guard-mode", "loud"],
         ["--port", "-1"],
         ["--guard-artifact", "/nonexistent/artifact"],
+        ["--guard-backend", "torch", "--guard-spin"],  # spinning is an ORT thread-pool knob
     ],
 )
 def test_settings_cross_checks_exit_2(argv: list[str], capsys) -> None:
