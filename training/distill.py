@@ -65,6 +65,10 @@ class DistillConfig:
     spa_vl_splits: list[str] = _f([], "SPA-VL splits via datasets.load_dataset('sqrti/SPA-VL').")
     spa_vl_parquet: list[str] = _f([], "Local parquet files in SPA-VL's format (offline).")
     spa_vl_limit: int | None = _f(None, "Rows per SPA-VL source; None = all.")
+    template_prompts: bool = _f(False, "Add training.hazard_data's weapons-agent and violent-idiom prompt "
+                                       "templates (unsafe requests beside safe look-alikes).")
+    ocr_format_count: int = _f(0, "Carrier prompt + text items in the form OCR'd image text reaches the "
+                               "classifier (training.carrier_data), half unsafe.")
     typographic_count: int = _f(0, "Rendered typographic images (harmful and benign text).")
     photo_count: int = _f(0, "Labelled prompts paired with benign photos (+ captioning prompts).")
     response_items: int = _f(0, "About this many content-teaching response items (training.response_data).")
@@ -133,6 +137,18 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
             got = random.Random(cfg.seed).sample(got, cfg.max_pairs)
         counts[path] = len(got)
         pairs += got
+    if cfg.template_prompts:
+        from training.hazard_data import hazard_prompts, idiom_prompts
+
+        for name, rows in (("hazard_templates", hazard_prompts(cfg.seed)), ("idiom_templates", idiom_prompts(cfg.seed))):
+            counts[f"prompt items: {name}"] = len(rows)
+            examples += rows
+    if cfg.ocr_format_count:
+        from training.carrier_data import ocr_format_examples
+
+        rows = ocr_format_examples(examples, cfg.ocr_format_count, cfg.seed)
+        counts["prompt items: ocr_format"] = len(rows)
+        examples += rows
     if cfg.typographic_count:
         typo = typographic_examples(examples, cfg.typographic_count, cfg.seed)
         counts["typographic (rendered)"] = len(typo)
