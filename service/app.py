@@ -41,6 +41,7 @@ from service.routes import moderations as moderations_routes
 from service.serving.chat import ServingChat
 from service.serving.moderations import ServingModerations
 from service.settings import MAX_BODY_BYTES, ServeSettings
+from service.warmup import warm_up
 
 log = logging.getLogger("spaguard.app")
 
@@ -56,7 +57,11 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        scorer = backend if backend is not None else await asyncio.to_thread(load_guard, settings)
+        if backend is not None:
+            scorer = backend
+        else:  # loaded here: warm it too, so readiness means the first image is not slow
+            scorer = await asyncio.to_thread(load_guard, settings)
+            await asyncio.to_thread(warm_up, scorer)
         client = engine if engine is not None else build_engine(settings.engine_config())
         async with client:
             batcher = _make_batcher(settings, scorer, metrics)

@@ -63,3 +63,17 @@ async def test_real_backend_blocks_flagged_response(artifacts: dict[str, Path]) 
     assert r.json()["choices"][0]["finish_reason"] == "content_filter"
     r = await _post(artifacts["response"], artifacts["script"], _image_body(), block_style="error")
     assert r.status_code == 400 and r.json()["error"]["code"] == "content_filter"
+
+
+async def test_startup_warms_the_guard_before_serving(artifacts, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.app as app_module
+
+    warmed: list[object] = []
+    real = app_module.warm_up
+    monkeypatch.setattr(app_module, "warm_up", lambda scorer: warmed.append(scorer) or real(scorer))
+    settings = ServeSettings(engine="fake", model=str(artifacts["script"]), guard_backend="torch",
+                             guard_artifact=artifacts["none"], guard_threads=1)
+    app = build_app(settings)
+    async with LifespanManager(app):
+        assert warmed == [app.state.backend]  # the loaded guard was warmed before the app served
+        assert app.state.backend.model.featurizer.ocr._engine is not None  # OCR (and OpenVINO) built
