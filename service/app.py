@@ -61,7 +61,13 @@ def build_app(
             scorer = backend
         else:  # loaded here: warm it too, so readiness means the first image is not slow
             scorer = await asyncio.to_thread(load_guard, settings)
-            await asyncio.to_thread(warm_up, scorer)
+            try:
+                await asyncio.to_thread(warm_up, scorer)
+            except RuntimeError:
+                if settings.fail_policy == "closed":
+                    raise  # a guard that cannot score would refuse every request: say so at start
+                # fail-open chose availability; requests that hit the failure pass and are counted
+                log.error("guard warm-up failed; serving anyway because --fail-policy open")
         client = engine if engine is not None else build_engine(settings.engine_config())
         async with client:
             batcher = _make_batcher(settings, scorer, metrics)

@@ -3,8 +3,9 @@
 ``warm_up(scorer)`` scores one text prompt and one small rendered text image through the backend, so
 the first real request does not pay for lazy initialisation: the runtime's first run of a graph, the
 OCR engine's construction and its OpenVINO compilation (about a second on 2 cores together). It
-returns the seconds spent; a failure is logged with its traceback and re-raised as ``RuntimeError``,
-so a guard that cannot read images stops the server at start instead of failing its first image request.
+returns the seconds spent; a failure is logged with its traceback and re-raised as ``RuntimeError``.
+The app then stops at start under ``--fail-policy closed`` (a guard that cannot score would refuse
+requests) and serves anyway under ``open`` (those requests pass and are counted as guard failures).
 """
 
 from __future__ import annotations

@@ -77,3 +77,23 @@ async def test_startup_warms_the_guard_before_serving(artifacts, monkeypatch: py
     async with LifespanManager(app):
         assert warmed == [app.state.backend]  # the loaded guard was warmed before the app served
         assert app.state.backend.model.featurizer.ocr._engine is not None  # OCR (and OpenVINO) built
+
+
+@pytest.mark.parametrize("fail_policy", ["closed", "open"])
+async def test_warm_up_failure_follows_the_fail_policy(artifacts, monkeypatch: pytest.MonkeyPatch,
+                                                      fail_policy: str) -> None:
+    import service.app as app_module
+
+    def broken(scorer: object) -> float:
+        raise RuntimeError("guard warm-up failed: ocr model file missing")
+
+    monkeypatch.setattr(app_module, "warm_up", broken)
+    app = build_app(ServeSettings(engine="fake", model=str(artifacts["script"]), guard_backend="torch",
+                                  guard_artifact=artifacts["none"], guard_threads=1, fail_policy=fail_policy))
+    if fail_policy == "closed":
+        with pytest.raises(RuntimeError, match="ocr model file missing"):
+            async with LifespanManager(app):
+                pass
+    else:
+        async with LifespanManager(app):
+            assert app.state.backend is not None  # served anyway

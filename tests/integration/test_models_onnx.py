@@ -121,6 +121,23 @@ def test_fused_export_matches_torch_and_refuses_when_parity_fails(tiny: dict[str
     assert not refused.exists()
 
 
+def test_a_crashing_fused_export_falls_back_to_the_plain_graph(tiny: dict[str, str], tmp_path, monkeypatch,
+                                                             caplog) -> None:
+    from models import onnx_fusion
+    from models.export_onnx import export_best
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("exporter does not support this op")
+
+    monkeypatch.setattr(onnx_fusion, "_torchscript_export", crash)
+    cfg = ClassifierConfig(encoder=tiny["text"], node_keys=NODES, use_ocr=False)
+    model, _ = _artifact(tmp_path, cfg, "crash")
+    out = tmp_path / "out.onnx"
+    assert export_best(model, out, {"k": "v"}) == "plain"
+    assert read_metadata(out) == {"k": "v", "spaguard.graph": "plain"} and parity(model, out, ITEMS[:2]) <= 1e-4
+    assert "fused ONNX export failed" in caplog.text
+
+
 def test_backend_refuses_mismatched_card_and_stale_cache(tiny: dict[str, str], tmp_path) -> None:
     cfg = ClassifierConfig(encoder=tiny["text"], node_keys=NODES, use_ocr=False)
     _, art = _artifact(tmp_path, cfg, "art")
