@@ -34,7 +34,9 @@ def warm_up(scorer: ScoringBackend) -> float:
     """Score a text item and an image item once (see module docstring); returns the seconds taken."""
     start = time.perf_counter()
     try:
-        scorer.score([GuardInput("Hello, how are you?"), GuardInput("What does this say?", images=(_text_image(),))])
+        # One item per call: any max_batch_size (≥ 1) takes it.
+        for item in (GuardInput("Hello, how are you?"), GuardInput("What does this say?", images=(_text_image(),))):
+            scorer.score([item])
     except Exception as exc:  # noqa: BLE001 - any backend/OCR failure; logged, then surfaced as one error type
         log.exception("guard warm-up failed")
         raise RuntimeError(f"guard warm-up failed: {exc}") from exc

@@ -28,9 +28,8 @@ class _Recorder:
 def test_scores_a_text_and_a_decodable_text_image() -> None:
     scorer = _Recorder()
     assert warm_up(scorer) >= 0
-    (batch,) = scorer.batches
-    assert [bool(i.images) for i in batch] == [False, True]
-    image = Image.open(io.BytesIO(batch[1].images[0]))
+    assert [[bool(i.images) for i in b] for b in scorer.batches] == [[False], [True]]  # one item per call
+    image = Image.open(io.BytesIO(scorer.batches[1][0].images[0]))
     lo, hi = image.convert("L").getextrema()
     assert image.size == (320, 80) and hi - lo > 100  # dark strokes on white: drawn text, not a blank page
 
