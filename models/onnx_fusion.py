@@ -47,7 +47,7 @@ def export_fused(model: Any, out_path: str | Path, metadata: dict[str, str] | No
     """Export ``model`` (LoRA already merged) fused to ``out_path``; False if it cannot (see module doc)."""
     from onnxruntime.transformers import optimizer
 
-    from models.export_onnx import OUTPUT_NAMES, _set_metadata
+    from models.export_onnx import _set_metadata
 
     if not fusable(model):
         return False
@@ -67,7 +67,7 @@ def export_fused(model: Any, out_path: str | Path, metadata: dict[str, str] | No
             return False  # a partial fusion is slower to reason about than the plain graph
         fused = Path(tmp) / "fused.onnx"
         opt.save_model_to_file(str(fused))
-        if _max_diff(eager, fused, OUTPUT_NAMES) > tolerance:
+        if _max_diff(eager, fused) > tolerance:
             return False
         out.parent.mkdir(parents=True, exist_ok=True)
         fused.replace(out)
@@ -104,21 +104,10 @@ def _torchscript_export(model: Any, names: list[str], out: Path) -> None:
                           opset_version=TS_OPSET, dynamo=False)
 
 
-def _max_diff(model: Any, path: Path, output_names: tuple[str, ...]) -> float:
+def _max_diff(model: Any, path: Path) -> float:
     """Max abs logit difference torch vs ORT over a padded batch and each item alone."""
-    import numpy as np
-    import onnxruntime as ort
-
     from models.backends import GuardInput
-    from models.export_onnx import ort_feed
+    from models.export_onnx import parity
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     items = [GuardInput(p, response=r) for p, r in _PARITY_TEXTS]
-    worst = 0.0
-    for batch in [items] + [[i] for i in items]:
-        feats = model.featurize(batch)
-        got = session.run(list(output_names), ort_feed(session, feats))
-        with torch.no_grad():
-            want = model(**feats)
-        worst = max(worst, *(float(np.abs(g - want[k].numpy()).max()) for g, k in zip(got, output_names)))
-    return worst
+    return max(parity(model, path, batch) for batch in [items] + [[i] for i in items])

@@ -59,6 +59,8 @@ TYPO_CARRIERS = (
 
 def _page(phrase: str) -> bytes:
     """``phrase`` wrapped at ~28 characters, then "1." "2." "3.", black on white (760x560, 40 px)."""
+    # The benchmarks' plain renderer, not training.guard_data.render_typographic: probes should not be
+    # drawn the way the training images were.
     from benchmarks.guard_bench import render_text_image
 
     lines, cur = [], ""
