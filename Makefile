@@ -69,7 +69,7 @@ bench: $(BIN)/.installed-dev
 	$(BIN)/python benchmarks/guard_bench.py --quick --threads 2 --out runs/bench/guard
 	$(BIN)/python benchmarks/batching_bench.py --concurrency 32 --items 512 --out runs/bench/batching.json
 
-# Wheels a lent GPU machine lacks for training/bench_dpo.py (its image has torch, transformers, peft, accelerate,
+# Wheels a lent GPU machine lacks for benchmarks/bench_dpo.py (its image has torch, transformers, peft, accelerate,
 # pandas, pyarrow, xxhash), for Python 3.12 there; benchmarks/gpu_session.sh installs exactly these, and a unit
 # test checks the two lists agree. --no-deps: their other needs are in the image, and pip would otherwise fetch
 # a CUDA torch. All pure Python (docs/benchmarks.md, "Running the GPU benchmarks on a lent machine").

@@ -3,7 +3,7 @@
 # benchmarks on a lent machine"). Run in the repo root, after `make gpu-wheels` here:
 #   device run: command "bash benchmarks/gpu_session.sh", carry [".whl"], timeout_s 600
 # Steps: install the carried wheels, print the machine and versions, benchmarks/guard_cuda_bench.py (budget
-# GUARD_BUDGET_S), then `python3 -m training.bench_dpo` (DPO_ARGS, killed after DPO_TIMEOUT_S). About 6 minutes,
+# GUARD_BUDGET_S), then `python3 benchmarks/bench_dpo.py` (DPO_ARGS, killed after DPO_TIMEOUT_S). About 6 minutes,
 # at most ~8.5 by the timeouts, so a rerun fits in a 15-minute lease. Leaves 6 files in $OUT:
 #   session.log  guard_cuda/guard_cuda_bench.{json,csv,md}  bench_dpo/bench_dpo.{json,csv}
 # Every step runs even if an earlier one failed; the exit status is the last failing step's (0 if none).
@@ -64,7 +64,7 @@ session() {
     # bench_dpo writes its trainers' output folders beside its results: run it outside $OUT, copy the results.
     rm -rf /tmp/bench_dpo
     # shellcheck disable=SC2086
-    step bench_dpo timeout "$DPO_TIMEOUT_S" python3 -m training.bench_dpo $DPO_ARGS --out /tmp/bench_dpo
+    step bench_dpo timeout "$DPO_TIMEOUT_S" python3 benchmarks/bench_dpo.py $DPO_ARGS --out /tmp/bench_dpo
     cp /tmp/bench_dpo/bench_dpo.json /tmp/bench_dpo/bench_dpo.csv "$OUT/bench_dpo/" || echo "bench_dpo wrote no results"
     echo "=== files in $OUT:"
     find "$OUT" -type f | sort

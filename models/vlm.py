@@ -252,7 +252,7 @@ def load_processor(name_or_path: str, model_type: str, **hub_kwargs: Any) -> Any
     raise ValueError(f"{name_or_path}: AutoProcessor returned {type(processor).__name__} without an image processor")
 
 
-_load_processor = load_processor  # NOTE(helper2): training/dpo.py imported the private name first
+_load_processor = load_processor  # NOTE(helper2): training/align/dpo.py imported the private name first
 
 
 def load_vlm(

@@ -22,14 +22,14 @@ import sys
 
 _COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.serve", "run the guarded OpenAI-compatible server"),
-    "eval-guard": ("training.evaluate", "evaluate a harm classifier on guard-schema JSONL"),
-    "train-guard": ("training.distill", "train / distill the harm classifier"),
-    "finetune-guard": ("training.finetune", "LoRA fine-tune of the classifier's encoder (warm start)"),
+    "eval-guard": ("training.guard.evaluate", "evaluate a harm classifier on guard-schema JSONL"),
+    "train-guard": ("training.guard.distill", "train / distill the harm classifier"),
+    "finetune-guard": ("training.guard.finetune", "LoRA fine-tune of the classifier's encoder (warm start)"),
     "export-onnx": ("models.export_onnx", "export a classifier artifact to ONNX"),
-    "train-dpo": ("training.dpo", "align a VLM with DPO from a YAML recipe"),
-    "train-reward": ("training.reward", "train a VLM reward model from a YAML recipe"),
-    "train-rl": ("training.rl", "on-policy RL (GRPO) of a VLM against the VLM reward model"),
-    "eval-harm": ("training.eval_harm", "generate answers and measure the unsafe rate"),
+    "train-dpo": ("training.align.dpo", "align a VLM with DPO from a YAML recipe"),
+    "train-reward": ("training.align.reward", "train a VLM reward model from a YAML recipe"),
+    "train-rl": ("training.align.rl", "on-policy RL (GRPO) of a VLM against the VLM reward model"),
+    "eval-harm": ("training.align.eval_harm", "generate answers and measure the unsafe rate"),
     "smoke-train": ("training.smoke", "run the whole training pipeline on tiny models"),
 }
 

@@ -2,11 +2,11 @@
 
 Contract
 --------
-Synthetic SPA-VL data (``training.data.fixtures``) → tiny LLaVA (``models.vlm``) → DPO
-(``training.dpo``, the tiny recipe) → reward model (``training.reward``) → classifier distillation
+Synthetic SPA-VL data (``training.align.data.fixtures``) → tiny LLaVA (``models.vlm``) → DPO
+(``training.align.dpo``, the tiny recipe) → reward model (``training.align.reward``) → classifier distillation
 from the reward model (its soft labels written as ``soft_response_unsafe`` into a guard-schema
-JSONL, then ``training.distill`` with a tiny random text encoder) → harm evaluation of base vs
-aligned (``training.eval_harm``, scored by the distilled classifier through
+JSONL, then ``training.guard.distill`` with a tiny random text encoder) → harm evaluation of base vs
+aligned (``training.align.eval_harm``, scored by the distilled classifier through
 ``models.backends.load_backend``). Writes ``<out>/summary.json``::
 
     {"dpo": {"loss_first", "loss_last", "reward_accuracy_last"},
@@ -40,7 +40,7 @@ def _stage(seconds: dict[str, float], name: str, t0: float) -> float:
 
 
 def _dpo(out: Path, data: Path, base: Path, steps: int) -> dict[str, Any]:
-    from training import dpo
+    from training.align import dpo
 
     argv = ["--config", str(CONFIGS / "tiny_llava_dpo_cpu.yaml"), "--data_files", str(data),
             "--model_name_or_path", str(base), "--output_dir", str(out / "dpo"), "--max_steps", str(steps),
@@ -55,7 +55,7 @@ def _dpo(out: Path, data: Path, base: Path, steps: int) -> dict[str, Any]:
 
 
 def _reward(out: Path, data: Path, base: Path) -> dict[str, Any]:
-    from training import reward
+    from training.align import reward
 
     argv = ["--config", str(CONFIGS / "tiny_llava_reward_cpu.yaml"), "--data_files", str(data),
             "--model_name_or_path", str(base), "--output_dir", str(out / "reward")]
@@ -67,13 +67,13 @@ def _reward(out: Path, data: Path, base: Path) -> dict[str, Any]:
 
 def write_teacher_jsonl(out: Path, data: Path, reward_dir: Path) -> tuple[Path, list[float]]:
     """Score every (prompt, chosen|rejected) with the reward model; write a guard-schema JSONL
-    with ``soft_response_unsafe`` = σ(offset − reward) (training.teachers) and the pair's hard
+    with ``soft_response_unsafe`` = σ(offset − reward) (training.guard.teachers) and the pair's hard
     labels (rejected = unsafe). Returns the path and the teacher probabilities in row order."""
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    from training.data import spa_vl
-    from training.reward import load_reward_model, score_pairs
-    from training.teachers import preference_soft_labels
+    from training.align.data import spa_vl
+    from training.align.reward import load_reward_model, score_pairs
+    from training.guard.teachers import preference_soft_labels
 
     model, processor, card = load_reward_model(reward_dir, device="cpu")
     rows = list(spa_vl.convert(spa_vl.parquet_rows(str(data))))
@@ -90,7 +90,7 @@ def write_teacher_jsonl(out: Path, data: Path, reward_dir: Path) -> tuple[Path, 
                           "label_prompt_unsafe": None, "label_response_unsafe": label,
                           "soft_response_unsafe": p, "orig_category": row["class1"],
                           "label_source": "reward_model_teacher"})
-    # NOTE(helper5): training.calibrate sets node thresholds on benign *prompt* items, so the
+    # NOTE(helper5): training.guard.calibrate sets node thresholds on benign *prompt* items, so the
     # response-only teacher file also carries the pairs' questions (unsafe) and benign questions.
     for i, q in enumerate(sorted({r["prompt"][0]["content"] for r in rows})):
         lines.append({"uid": f"smoke-q{i}", "dataset": "smoke_spa_vl", "modality": "text", "prompt": q,
@@ -107,8 +107,8 @@ def write_teacher_jsonl(out: Path, data: Path, reward_dir: Path) -> tuple[Path, 
 def _distill(out: Path, data: Path) -> dict[str, Any]:
     from models.backends import GuardInput, load_backend
     from models.encoders import build_tiny_text_encoder
-    from training import distill
-    from training.eval_harm import score_in_batches
+    from training.guard import distill
+    from training.align.eval_harm import score_in_batches
 
     jsonl, teacher = write_teacher_jsonl(out, data, out / "reward")
     encoder = build_tiny_text_encoder(out / "tiny_encoder", seed=0)
@@ -129,7 +129,7 @@ def _distill(out: Path, data: Path) -> dict[str, Any]:
 
 def _eval(out: Path, harm: Path, base: Path) -> dict[str, Any]:
     from models.backends import load_backend
-    from training import eval_harm
+    from training.align import eval_harm
 
     args = argparse.Namespace(guard_jsonl=None, spa_vl_parquet=[str(harm)], spa_vl_split=None, limit=None)
     rows = eval_harm.load_prompts(args)
@@ -146,7 +146,7 @@ def _eval(out: Path, harm: Path, base: Path) -> dict[str, Any]:
 def run(out: Path, n_pairs: int = 48, dpo_steps: int = 12, seed: int = 0) -> dict[str, Any]:
     """The whole pipeline; returns (and writes) the summary."""
     from models.vlm import save_tiny_vlm
-    from training.data import fixtures
+    from training.align.data import fixtures
 
     torch.set_num_threads(2)
     seconds: dict[str, float] = {}

@@ -1,4 +1,4 @@
-"""``training.bench_dpo`` on CPU with the tiny shape: both variants run, the table and JSON are
+"""``benchmarks/bench_dpo.py`` on CPU with the tiny shape: both variants run, the table and JSON are
 written, and the tuned settings leave the fixed-batch loss unchanged (same init, same data)."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from training import bench_dpo
+from tests.scripts import load_benchmark
+
+bench_dpo = load_benchmark("bench_dpo")
 
 
 def test_tiny_bench_runs_both_variants_with_the_same_loss(tmp_path):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import dpo
-from training.data import fixtures
+from training.align import dpo
+from training.align.data import fixtures
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
@@ -125,7 +125,7 @@ def test_unknown_recipe_key_fails(tmp_path):
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*reward*.yaml")))
 def test_every_reward_recipe_parses(recipe):
-    from training import reward
+    from training.align import reward
 
     data, cfg = reward.make_parser().parse_args_and_config(["--config", str(CONFIGS / recipe)])
     assert cfg.model_name_or_path and data.dataset_source in ("hub", "parquet")
@@ -133,7 +133,7 @@ def test_every_reward_recipe_parses(recipe):
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*grpo*.yaml")))
 def test_every_grpo_recipe_parses_against_the_pinned_trl(recipe):
-    from training import rl
+    from training.align import rl
 
     data, job, args, model = rl.make_parser().parse_args_and_config(
         ["--config", str(CONFIGS / recipe), "--use_cpu", "true"])
@@ -145,7 +145,7 @@ def test_streaming_hub_path_trains_with_lazy_counts(assets, tmp_path, monkeypatc
     from datasets import Image as ImageFeature
     from datasets import load_dataset
 
-    from training.data import source
+    from training.align.data import source
 
     def fake_hub(args, config, split, streaming):
         assert (config, split, streaming) == ("default", "train", True)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from models.backends import GuardInput, Verdict
-from training import eval_harm, reward
-from training.data import fixtures
+from training.align import eval_harm, reward
+from training.align.data import fixtures
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
@@ -107,7 +107,7 @@ def test_smoke_train_writes_the_summary(tmp_path):
 
 
 def test_grpo_trains_a_vlm_against_the_image_conditioned_reward(assets, reward_dir, tmp_path, monkeypatch):
-    from training import rl
+    from training.align import rl
 
     seen: list[int] = []
     original = rl.VLMRewardFunction.__call__
@@ -128,7 +128,7 @@ def test_grpo_trains_a_vlm_against_the_image_conditioned_reward(assets, reward_d
 
 
 def test_rl_job_needs_a_reward_model():
-    from training import rl
+    from training.align import rl
 
     with pytest.raises(ValueError, match="reward_model_path"):
         rl.RLJobArgs()
@@ -164,7 +164,7 @@ def test_openai_compatible_generation_sends_the_image_and_reads_the_answer():
 
 
 def test_judge_rate_is_reported_next_to_the_classifier_rate(assets):
-    class FakeJudge:  # the training.teachers.JudgeClient surface eval_harm uses
+    class FakeJudge:  # the training.guard.teachers.JudgeClient surface eval_harm uses
         def __init__(self):
             self.calls = 0
 
@@ -185,7 +185,7 @@ def test_judge_rate_is_reported_next_to_the_classifier_rate(assets):
 def test_lora_reward_model_merges_on_save_and_scores_the_same_after_reload(assets, tmp_path):
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    from training.data import spa_vl
+    from training.align.data import spa_vl
 
     out = tmp_path / "reward_lora"
     argv = ["--config", str(CONFIGS / "tiny_llava_reward_lora_cpu.yaml"), "--data_files",

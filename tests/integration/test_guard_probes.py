@@ -1,4 +1,4 @@
-"""training.probes: every probe set is scored through OCR and counted against the model's own threshold."""
+"""training.guard.probes: every probe set is scored through OCR and counted against the model's own threshold."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.e2e.serve_process import tiny_guard_artifact
-from training import probes
+from training.guard import probes
 
 
 @pytest.fixture(autouse=True)

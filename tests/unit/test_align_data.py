@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from training.data import fixtures, spa_vl
-from training.data.length import check_max_length, filter_by_length, pair_lengths
-from training.data.source import SpaVLDataArgs, load_preference_splits, source_fingerprint
+from training.align.data import fixtures, spa_vl
+from training.align.data.length import check_max_length, filter_by_length, pair_lengths
+from training.align.data.source import SpaVLDataArgs, load_preference_splits, source_fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from training import dpo, eval_harm
-from training.data.source import SpaVLDataArgs
+from training.align import dpo, eval_harm
+from training.align.data.source import SpaVLDataArgs
 
 
 def _args(value, out):
@@ -80,9 +80,11 @@ def test_bench_model_has_llava_15_7b_shapes_without_allocating():
     from PIL import Image
     from transformers import LlavaForConditionalGeneration
 
-    from training.bench_dpo import llava_7b_config_and_processor
+    from tests.scripts import load_benchmark
 
-    config, processor = llava_7b_config_and_processor()
+    bench_dpo = load_benchmark("bench_dpo")
+
+    config, processor = bench_dpo.llava_7b_config_and_processor()
     with torch.device("meta"):  # shapes only, no 14 GB allocation
         model = LlavaForConditionalGeneration(config)
     assert sum(p.numel() for p in model.parameters()) == 7_063_427_072  # llava-hf/llava-1.5-7b-hf

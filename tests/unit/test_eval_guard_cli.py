@@ -9,7 +9,7 @@ import pytest
 
 import models.backends
 from models.backends import GuardInput, Verdict
-from training import evaluate
+from training.guard import evaluate
 
 # prompt text → (label, P(unsafe), category); threshold 0.5.
 PROMPTS = {

@@ -1,4 +1,4 @@
-"""training.carrier_data: carrier + text items in the featurizer's image-text form, both labels."""
+"""training.guard.carrier_data: carrier + text items in the featurizer's image-text form, both labels."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from training.carrier_data import CARRIERS, ocr_format_examples
-from training.guard_data import GuardExample
+from training.guard.carrier_data import CARRIERS, ocr_format_examples
+from training.guard.guard_data import GuardExample
 
 
 def _sources() -> list[GuardExample]:

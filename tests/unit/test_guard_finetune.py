@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from training import distill, finetune
+from training.guard import distill, finetune
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 BAD = ["bomb", "poison", "steal", "kill", "weapon", "hack"]

@@ -1,12 +1,12 @@
-"""training.hazard_data: weapons-agent and violent-idiom templates, both labels, no probe leakage."""
+"""training.guard.hazard_data: weapons-agent and violent-idiom templates, both labels, no probe leakage."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from models.taxonomy import default_taxonomy
-from training import hazard_data
-from training.hazard_data import AGENTS, BENIGN_TEMPLATES, HARMFUL_TEMPLATES, IDIOMS, hazard_prompts, idiom_prompts
+from training.guard import hazard_data
+from training.guard.hazard_data import AGENTS, BENIGN_TEMPLATES, HARMFUL_TEMPLATES, IDIOMS, hazard_prompts, idiom_prompts
 
 # What tests/integration/test_default_guard_shipped.py probes: never a training template.
 PROBE_WORDS = ("sarin", "ricin", "nerve gas", "kill time", "pipe bomb", "make a bomb", "kill my neighbor")

@@ -1,10 +1,10 @@
-"""training.heldout_groups: per-group confusion counts and pooled metrics without chosen groups."""
+"""training.guard.heldout_groups: per-group confusion counts and pooled metrics without chosen groups."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.heldout_groups import group_counts, summarize
+from training.guard.heldout_groups import group_counts, summarize
 
 
 def test_group_counts_by_hand():

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from training.calibrate import HeldOut, calibrate, fit_temperature, threshold_for_fpr
+from training.guard.calibrate import HeldOut, calibrate, fit_temperature, threshold_for_fpr
 
 
 def test_threshold_meets_target_fpr_on_fixture():

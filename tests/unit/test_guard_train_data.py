@@ -10,7 +10,7 @@ import random
 import pytest
 from PIL import Image
 
-from training import guard_data as gd
+from training.guard import guard_data as gd
 
 
 def _png(color=(255, 0, 0)) -> bytes:

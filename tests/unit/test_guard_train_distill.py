@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import distill
+from training.guard import distill
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "training" / "configs").glob("guard_*.yaml"))
 BAD = ["bomb", "poison", "steal", "kill", "weapon", "hack"]
@@ -50,7 +50,7 @@ def test_training_lowers_loss_and_raises_dev_accuracy(tmp_path, tiny_encoder, mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = _cfg(tmp_path, tiny_encoder)
     model = distill.build_model(cfg)
-    from training.guard_data import GuardExample
+    from training.guard.guard_data import GuardExample
 
     examples = [GuardExample(r["uid"], r["prompt"], label_prompt=r["label_prompt_unsafe"], group=r["dataset"])
                 for r in _rows(96, 0)]
@@ -174,7 +174,7 @@ def test_response_items_and_response_lodo_in_the_recipe(tmp_path, tiny_encoder, 
 
 
 def test_response_lodo_excludes_the_source_and_its_clusters(monkeypatch):
-    from training import calibrate, evaluate
+    from training.guard import calibrate, evaluate
 
     seen = []
 

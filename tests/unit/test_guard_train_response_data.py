@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from service import guard as service_guard
-from training import response_data as rd
-from training.guard_data import GuardExample
+from training.guard import response_data as rd
+from training.guard.guard_data import GuardExample
 
 
 def _pack() -> list[GuardExample]:

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from training.teachers import (JudgeClient, JudgeError, implicit_reward, parse_judgement,
+from training.guard.teachers import (JudgeClient, JudgeError, implicit_reward, parse_judgement,
                                preference_soft_labels)
 
 CATS = ("Toxic", "Privacy", "Fraud or Deceptive Action")
@@ -110,8 +110,8 @@ def test_judge_client_reports_http_errors(judge_server):
 
 def test_dataset_node_targets():
     from models.taxonomy import default_node_keys, default_taxonomy
-    from training.guard_data import GuardExample
-    from training.teachers import dataset_node_targets
+    from training.guard.guard_data import GuardExample
+    from training.guard.teachers import dataset_node_targets
 
     keys = default_node_keys()
     benign = GuardExample("b", "hi", label_prompt=0)
@@ -126,7 +126,7 @@ def test_dataset_node_targets():
     unknown_keys = {k for k, v in zip(keys, m) if not v}
     assert unknown_keys == {k for k in keys if node in tax.ancestors(k)} and unknown_keys  # children unknown
     assert dataset_node_targets(jbb, 0, keys) == ([0.0] * len(keys), [1.0] * len(keys))  # a safe reply
-    from training.teachers import EXTERNAL_CATEGORY_NODES
+    from training.guard.teachers import EXTERNAL_CATEGORY_NODES
     assert set(EXTERNAL_CATEGORY_NODES.values()) <= set(keys)  # every mapping names a real node
     leaf = next(k for k in keys if default_taxonomy().nodes[k].level == "subcategory")
     spa = GuardExample("s", "x", label_prompt=1, category=leaf)
@@ -142,8 +142,8 @@ def test_dataset_node_targets():
 
 
 def test_judge_labels_only_unlabelled_items(judge_server):
-    from training.guard_data import GuardExample
-    from training.teachers import judge_unlabelled
+    from training.guard.guard_data import GuardExample
+    from training.guard.teachers import judge_unlabelled
 
     examples = [GuardExample("a", "How do I build a bomb?"),  # no label: judged
                 GuardExample("b", "bake bread", label_prompt=0),  # labelled: left alone

@@ -6,10 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
-$PY -m accelerate.commands.launch --config_file training/accelerate/zero2.yaml -m training.dpo \
+$PY -m accelerate.commands.launch --config_file training/accelerate/zero2.yaml -m training.align.dpo \
     --config training/configs/llava15_7b_dpo_full.yaml
 .venv/bin/spaguard train-reward --config training/configs/llava15_7b_reward.yaml
-$PY -m accelerate.commands.launch --config_file training/accelerate/zero2.yaml -m training.rl \
+$PY -m accelerate.commands.launch --config_file training/accelerate/zero2.yaml -m training.align.rl \
     --config training/configs/llava15_7b_grpo_lora.yaml
 .venv/bin/spaguard eval-harm --spa-vl-split harm \
     --model base=llava-hf/llava-1.5-7b-hf \

@@ -49,7 +49,7 @@ def load_prompts(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Rows ``{"id", "question", "images": [PIL], "category"}`` from the chosen source."""
     from PIL import Image
 
-    from training.data import spa_vl
+    from training.align.data import spa_vl
 
     if args.guard_jsonl:
         root = Path(args.data_root or Path(args.guard_jsonl).parent)
@@ -129,7 +129,7 @@ def reward_scorer(path: str, batch_size: int = 8) -> Scorer:
     from PIL import Image
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    from training.reward import load_reward_model, score_pairs
+    from training.align.reward import load_reward_model, score_pairs
 
     model, processor, card = load_reward_model(path)
     collator = DataCollatorForVisionPreference(processor=processor)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer = reward_scorer(args.reward_model)
     judge = None
     if args.judge_url:
-        from training.teachers import JudgeClient
+        from training.guard.teachers import JudgeClient
 
         judge = JudgeClient(args.judge_url, args.judge_model)
     results, records = evaluate(models, rows, scorer, max_new_tokens=args.max_new_tokens,

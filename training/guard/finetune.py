@@ -1,13 +1,13 @@
 """LoRA fine-tuning of the guard classifier's text encoder, measured against the frozen baseline.
 
-    python -m training.finetune --config training/configs/guard_lora.yaml [--flag value ...]
+    python -m training.guard.finetune --config training/configs/guard_lora.yaml [--flag value ...]
 
 Contract
 --------
 * Data, item order, targets, weights and losses are those of ``spaguard train-guard``
-  (``training.distill.load_examples`` / ``build_head_data`` / ``_item_loss``); the frozen baseline's
+  (``training.guard.distill.load_examples`` / ``build_head_data`` / ``_item_loss``); the frozen baseline's
   features come from the train-guard feature cache, so the baseline arm costs no encoder pass.
-* Split: ``training.calibrate.split_items`` with the recipe's seed and ``calib_fraction`` — the
+* Split: ``training.guard.calibrate.split_items`` with the recipe's seed and ``calib_fraction`` — the
   very split the baseline (``init_from``, built by train-guard with the same seed) trained on.
   Its held-out part is cut again (stratified) into a calibration half and a measurement half:
   *both* arms are calibrated on the first and measured on the second, so neither arm has seen
@@ -35,10 +35,10 @@ import torch
 
 from models.backends import GuardInput
 from models.card import git_commit
-from training.calibrate import HeldOut, calibrate, split_items, stratified_split
-from training.distill import (REPO_ROOT, DistillConfig, HeadData, _f, _item_loss, build_head_data,
+from training.guard.calibrate import HeldOut, calibrate, split_items, stratified_split
+from training.guard.distill import (REPO_ROOT, DistillConfig, HeadData, _f, _item_loss, build_head_data,
                               load_examples, predict_heads)
-from training.evaluate import binary_metrics
+from training.guard.evaluate import binary_metrics
 
 # The two known misses of the frozen default (docs/classifier.md): scored by both arms.
 PROBES = {
@@ -202,7 +202,7 @@ def predict_items(model, items: list[GuardInput], idx: np.ndarray, tasks: np.nda
 
 
 def calibrate_arm(data: HeadData, idx: np.ndarray, out: dict[str, np.ndarray], node_keys, cfg) -> dict:
-    """``training.calibrate.calibrate`` on the logits of ``idx`` exactly as train-guard does it."""
+    """``training.guard.calibrate.calibrate`` on the logits of ``idx`` exactly as train-guard does it."""
     tasks = {}
     for t, task in enumerate(("prompt", "response")):
         sel = data.task[idx] == t
@@ -304,7 +304,7 @@ def run(cfg: FinetuneConfig, argv: list[str] | None = None) -> dict:
     }
     card = {"data": counts, "n_items": int(data.n), "n_pairs": len(pairs), "seed": cfg.seed,
             "git_commit": git_commit(REPO_ROOT) or "unknown", "config": asdict(cfg), "init_from": cfg.init_from,
-            "command": "python -m training.finetune " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": "python -m training.guard.finetune " + " ".join(argv if argv is not None else sys.argv[1:]),
             "metrics": {"held_out": report["arms"], "split": report["split"], **init_cv_metrics(cfg.init_from)},
             "train_loss": report["train_loss"],
             "calibration": {"target_fpr": cfg.target_fpr, "node_target_fpr": cfg.node_target_fpr,

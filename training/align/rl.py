@@ -1,4 +1,4 @@
-"""``python -m training.rl``: on-policy RL (TRL's ``GRPOTrainer``) of a VLM against the VLM reward model.
+"""``python -m training.align.rl``: on-policy RL (TRL's ``GRPOTrainer``) of a VLM against the VLM reward model.
 
 Contract
 --------
@@ -13,7 +13,7 @@ sees each prompt's images. ``main(argv)`` parses ``--config recipe.yaml`` with `
 ``(SpaVLDataArgs, RLJobArgs, GRPOConfig, ModelConfig)`` and trains on SPA-VL prompts (the
 preference pairs' questions and images; chosen/rejected are dropped).
 
-    python -m training.rl --config training/configs/llava15_7b_grpo_lora.yaml
+    python -m training.align.rl --config training/configs/llava15_7b_grpo_lora.yaml
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from training.data.source import SpaVLDataArgs, load_preference_splits
+from training.align.data.source import SpaVLDataArgs, load_preference_splits
 
 
 @dataclass
@@ -68,7 +68,7 @@ class VLMRewardFunction:
     def __init__(self, path: str, batch_size: int = 8, device: str = "auto") -> None:
         from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-        from training.reward import load_reward_model, score_pairs
+        from training.align.reward import load_reward_model, score_pairs
 
         self.model, processor, self.card = load_reward_model(path, device=device)
         self.collator = DataCollatorForVisionPreference(processor=processor)
@@ -105,7 +105,7 @@ def train(data_args: SpaVLDataArgs, job: RLJobArgs, grpo_args: Any, model_args: 
     """Run one GRPO job; returns ``{"log_history", "output_dir"}``."""
     from trl import GRPOTrainer
 
-    from training.dpo import DPOJobArgs, JsonlLogCallback, load_model_and_processor, peft_config_for, save_final
+    from training.align.dpo import DPOJobArgs, JsonlLogCallback, load_model_and_processor, peft_config_for, save_final
 
     model, processor = load_model_and_processor(model_args, job.freeze_vision_tower)
     dataset, report = prompt_dataset(data_args)

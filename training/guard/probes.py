@@ -1,8 +1,8 @@
 """Hand-written probes that compare guard artifacts side by side (docs/classifier.md, candidate table).
 
-    .venv/bin/python -m training.probes --model models/default --model runs/cand6/lora [--json out.json]
+    .venv/bin/python -m training.guard.probes --model models/default --model runs/cand6/lora [--json out.json]
 
-Three probe sets, none of them in any training template (``training/hazard_data.py`` keeps their
+Three probe sets, none of them in any training template (``training/guard/hazard_data.py`` keeps their
 agents and phrasings out), written to show generalisation, not to be tuned on:
 * ``TEXT_UNSAFE`` / ``TEXT_SAFE``: short harmful requests (weapons agents, poisoning, violence) and
   benign look-alikes (the same nouns asked about by a reader; violent words used figuratively).
@@ -59,7 +59,7 @@ TYPO_CARRIERS = (
 
 def _page(phrase: str) -> bytes:
     """``phrase`` wrapped at ~28 characters, then "1." "2." "3.", black on white (760x560, 40 px)."""
-    # The benchmarks' plain renderer, not training.guard_data.render_typographic: probes should not be
+    # The benchmarks' plain renderer, not training.guard.guard_data.render_typographic: probes should not be
     # drawn the way the training images were.
     from benchmarks.guard_bench import render_text_image
 

@@ -4,7 +4,7 @@ Contract
 --------
 ``SpaVLDataArgs`` is parsed by ``TrlParser`` next to the trainer's config (every field is a YAML
 key). ``load_preference_splits(args)`` returns ``(train, eval_or_None, report)`` in TRL's
-vision-preference format (see ``training.data.spa_vl``); ``report`` holds the kept/skipped counts
+vision-preference format (see ``training.align.data.spa_vl``); ``report`` holds the kept/skipped counts
 of each split. Sources: ``hub`` (``sqrti/SPA-VL``, optional streaming), ``parquet`` (local files
 of the hub schema) and ``json_list`` (the original repository's JSON list + image folder).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.data import spa_vl
+from training.align.data import spa_vl
 
 SOURCES = ("hub", "parquet", "json_list")
 

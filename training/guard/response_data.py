@@ -19,7 +19,7 @@ Contract
   (unsafe); every labelled jailbreak reply again under its plain goal (``direct_request_responses``);
   and unsafe labelled replies under unrelated benign prompts (``context_swap_responses``, unsafe).
 * ``direct_questions`` (prompt task) rewords goals "… how to X …" as "How do I X?" (unsafe).
-* ``add_response_data`` is the recipe step that ``training.distill.load_examples`` calls.
+* ``add_response_data`` is the recipe step that ``training.guard.distill.load_examples`` calls.
 * Every item names a ``group`` (its source, for leave-one-dataset-out) and ``extra["cv_group"]``:
   a template family or the source row's own cluster, so grouped k-fold never splits a template
   (or a text and its prompt-task twin) across folds.
@@ -33,7 +33,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import replace
 
-from training.guard_data import GuardExample
+from training.guard.guard_data import GuardExample
 
 RESPONSE_CONTEXT_CHARS = 400  # == service.guard.RESPONSE_CONTEXT_CHARS
 RESPONSE_SEGMENT_CHARS = 600  # == service.guard.RESPONSE_SEGMENT_CHARS

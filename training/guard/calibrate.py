@@ -12,7 +12,7 @@ Contract
   "node_temperature": T, "node_thresholds": {node_key: t}}``.
   ``Verdict.unsafe_prob = sigmoid(logit / T[task])``; flagged when ``unsafe_prob >= threshold``.
 * ``train_and_calibrate(model, data, train_idx, held_idx, cfg)``: the shipped head recipe (fit
-  on ``train_idx`` with ``training.distill.fit_heads``, calibrate on ``held_idx``); the final
+  on ``train_idx`` with ``training.guard.distill.fit_heads``, calibrate on ``held_idx``); the final
   build and every cross-validation fold run exactly this.
 """
 
@@ -168,7 +168,7 @@ def split_items(data, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.n
 def train_and_calibrate(model, data, train_idx: np.ndarray, held_idx: np.ndarray,
                         cfg) -> tuple[dict, list[float]]:
     """Fit the heads on ``train_idx``; calibrate on ``held_idx``. Returns (calibration, losses)."""
-    from training.distill import fit_heads, predict_heads
+    from training.guard.distill import fit_heads, predict_heads
 
     losses = fit_heads(model, data, train_idx, cfg)
     out = predict_heads(model, data, held_idx)
@@ -195,7 +195,7 @@ def response_leave_one_source_out(model, data, cfg) -> dict:
     moderation text also seen as a prompt, a jailbreak's prompt row), then score its responses.
     Returns ``{"response_pooled": M, "response_by_dataset": {source: M}}``; a benign-only source's
     ``fpr`` is the head's false-positive rate on benign responses it never saw."""
-    from training.evaluate import _fit_predict, _oof_metrics
+    from training.guard.evaluate import _fit_predict, _oof_metrics
 
     preds: dict[int, tuple[float, bool]] = {}
     per: dict[str, Any] = {}

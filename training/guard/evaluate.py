@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from models.backends import GuardInput, ScoringBackend, Verdict
-from training.guard_data import TASKS, GuardExample, read_guard_jsonl
+from training.guard.guard_data import TASKS, GuardExample, read_guard_jsonl
 
 ECE_BINS = 10
 
@@ -274,8 +274,8 @@ def _fit_predict(model, data, train_idx: np.ndarray, test_idx: np.ndarray, cfg,
                  preds: dict[int, tuple[float, bool]]) -> None:
     """The shipped recipe on ``train_idx`` (inner calibration split included); calibrated
     probabilities and flags for ``test_idx`` go into ``preds``."""
-    from training.calibrate import split_items, train_and_calibrate
-    from training.distill import predict_heads
+    from training.guard.calibrate import split_items, train_and_calibrate
+    from training.guard.distill import predict_heads
 
     fit_idx, cal_idx = split_items(data, train_idx, cfg.calib_fraction, cfg.seed)
     cal, _ = train_and_calibrate(model, data, fit_idx, cal_idx, cfg)

@@ -5,14 +5,14 @@ Contract
 ``main(argv)`` parses ``--config recipe.yaml`` plus CLI overrides with ``TrlParser`` into
 ``(SpaVLDataArgs, DPOJobArgs, DPOConfig, ModelConfig)``; an unknown key fails. It loads the model
 and processor with the Auto classes (hub id or local path), converts the data
-(``training.data``), drops pairs whose prompt would be cut by ``max_length`` (counted), trains,
+(``training.align.data``), drops pairs whose prompt would be cut by ``max_length`` (counted), trains,
 and writes to ``output_dir``: checkpoints (``checkpoint-N``; ``resume_from_checkpoint: true``
 resumes from the last one), the final model (LoRA adapters merged when ``merge_lora``),
 ``metrics.jsonl`` (every log: loss, rewards/chosen|rejected|margins|accuracies, ...) and
 ``data_report.json`` (kept / skipped counts). Returns 0 on success.
 
     spaguard train-dpo --config training/configs/llava15_7b_dpo_lora.yaml
-    accelerate launch --config_file training/accelerate/zero2.yaml -m training.dpo \
+    accelerate launch --config_file training/accelerate/zero2.yaml -m training.align.dpo \
         --config training/configs/llava15_7b_dpo_full.yaml
 
 Local logic lives in data conversion, config and callbacks, never in a ``DPOTrainer`` subclass.
@@ -29,7 +29,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from training.data.source import SpaVLDataArgs, load_preference_splits
+from training.align.data.source import SpaVLDataArgs, load_preference_splits
 
 
 @dataclass
@@ -168,7 +168,7 @@ def peft_config_for(model_args: Any, job: DPOJobArgs):
 def prepare_data(data_args: SpaVLDataArgs, job: DPOJobArgs, max_length: int | None, processor: Any,
                  num_proc: int | None = None):
     """Train/eval datasets after conversion and the length filter, plus the data report."""
-    from training.data.length import check_max_length, filter_by_length
+    from training.align.data.length import check_max_length, filter_by_length
 
     train, eval_ds, report = load_preference_splits(data_args)
     first = next(iter(train))
@@ -242,7 +242,7 @@ def write_card(out: Path, argv_config: dict[str, Any], report: dict[str, Any], l
 
     last = {k: v for h in log_history if "loss" in h for k, v in h.items()}  # the newest value of each metric
     card = {"kind": "dpo-vlm", **argv_config, "data": report, "last_train_log": last,
-            "git_commit": git_commit(Path(__file__).resolve().parent.parent) or "unknown",
+            "git_commit": git_commit(Path(__file__).resolve().parents[2]) or "unknown",
             "versions": {"trl": trl.__version__, "transformers": transformers.__version__}}
     (out / "final").mkdir(parents=True, exist_ok=True)
     (out / "final" / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.data.source import SpaVLDataArgs, load_preference_splits
+from training.align.data.source import SpaVLDataArgs, load_preference_splits
 
 # Collator outputs the backbone does not take.
 _DROP_KEYS = ("completion_mask",)
@@ -115,7 +115,7 @@ def _device(name: str) -> torch.device:
 
 def build(cfg: RewardJobConfig):
     """``(VLMRewardModel, processor)`` from ``cfg.model_name_or_path``."""
-    from training.dpo import load_vlm_for_training
+    from training.align.dpo import load_vlm_for_training
 
     vlm, processor = load_vlm_for_training(cfg.model_name_or_path, cfg.freeze_vision_tower, dtype=cfg.dtype)
     if not cfg.train_backbone:
@@ -242,7 +242,7 @@ def train(data_args: SpaVLDataArgs, cfg: RewardJobConfig) -> dict[str, Any]:
         "loss_first": logs[0]["loss"] if logs else None, "loss_last": logs[-1]["loss"] if logs else None,
         "data": {k: v.as_dict() for k, v in report.items()}, "base_model": cfg.model_name_or_path,
         "seconds": round(time.perf_counter() - t0, 1), "config": asdict(cfg), "data_source": asdict(data_args),
-        "git_commit": git_commit(Path(__file__).resolve().parent.parent) or "unknown",
+        "git_commit": git_commit(Path(__file__).resolve().parents[2]) or "unknown",
     }
     save(model, processor, Path(cfg.output_dir), card)
     return card

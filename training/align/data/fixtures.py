@@ -12,7 +12,7 @@ answer, so a tiny model trained with DPO should move its reward accuracy above 0
 ``bad`` adds that many broken records (corrupt image, empty question, missing image) for the
 bad-record counters.
 
-    python -m training.data.fixtures --out /tmp/spa_fixture --n 32
+    python -m training.align.data.fixtures --out /tmp/spa_fixture --n 32
 """
 
 from __future__ import annotations

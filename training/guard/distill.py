@@ -5,10 +5,10 @@
 Pipeline (deterministic for a seed): data named by ``DistillConfig`` (guard JSONL, preference pairs,
 SPA-VL, typographic renders, benign photos) → optional LLM-judge soft labels for unlabelled items
 → frozen-encoder features, cached on disk by content hash → heads trained on a stratified split,
-temperature + FPR thresholds fitted on the rest (``training.calibrate``) → optional grouped k-fold
+temperature + FPR thresholds fitted on the rest (``training.guard.calibrate``) → optional grouped k-fold
 and leave-one-dataset-out CV → ``GuardClassifier.save`` (config, heads, calibration, card).
 Targets: ``(1 − soft_weight)·BCE(hard) + soft_weight·T²·BCE_T(soft)`` with teacher soft labels
-(JSONL ``soft_*_unsafe``, ``training.teachers``); node targets from SPA-VL categories (benign: all
+(JSONL ``soft_*_unsafe``, ``training.guard.teachers``); node targets from SPA-VL categories (benign: all
 0); preference pairs add a ranking loss on the response head (rejected above chosen).
 """
 
@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.guard_data import (GuardExample, PreferencePair, default_shared_dir, load_spa_vl,
+from training.guard.guard_data import (GuardExample, PreferencePair, default_shared_dir, load_spa_vl,
                                  photo_examples, read_guard_jsonl, read_preference_pairs,
                                  typographic_examples)
 from models.backends import GuardInput
 from models.card import git_commit
 from models.encoders import weights_sha256
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _f(default: Any, help_: str) -> Any:
@@ -65,13 +65,13 @@ class DistillConfig:
     spa_vl_splits: list[str] = _f([], "SPA-VL splits via datasets.load_dataset('sqrti/SPA-VL').")
     spa_vl_parquet: list[str] = _f([], "Local parquet files in SPA-VL's format (offline).")
     spa_vl_limit: int | None = _f(None, "Rows per SPA-VL source; None = all.")
-    template_prompts: bool = _f(False, "Add training.hazard_data's weapons-agent and violent-idiom prompt "
+    template_prompts: bool = _f(False, "Add training.guard.hazard_data's weapons-agent and violent-idiom prompt "
                                        "templates (unsafe requests beside safe look-alikes).")
     ocr_format_count: int = _f(0, "Carrier prompt + text items in the form OCR'd image text reaches the "
-                               "classifier (training.carrier_data), half unsafe.")
+                               "classifier (training.guard.carrier_data), half unsafe.")
     typographic_count: int = _f(0, "Rendered typographic images (harmful and benign text).")
     photo_count: int = _f(0, "Labelled prompts paired with benign photos (+ captioning prompts).")
-    response_items: int = _f(0, "About this many content-teaching response items (training.response_data).")
+    response_items: int = _f(0, "About this many content-teaching response items (training.guard.response_data).")
     service_format_responses: bool = _f(False, "Score labelled responses as the service does "
                                         "(prompt tail + first response window).")
     judge_url: str | None = _f(None, "OpenAI-compatible base URL of an LLM judge that labels "
@@ -138,13 +138,13 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
         counts[path] = len(got)
         pairs += got
     if cfg.template_prompts:
-        from training.hazard_data import hazard_prompts, idiom_prompts
+        from training.guard.hazard_data import hazard_prompts, idiom_prompts
 
         for name, rows in (("hazard_templates", hazard_prompts(cfg.seed)), ("idiom_templates", idiom_prompts(cfg.seed))):
             counts[f"prompt items: {name}"] = len(rows)
             examples += rows
     if cfg.ocr_format_count:
-        from training.carrier_data import ocr_format_examples
+        from training.guard.carrier_data import ocr_format_examples
 
         rows = ocr_format_examples(examples, cfg.ocr_format_count, cfg.seed)
         counts["prompt items: ocr_format"] = len(rows)
@@ -157,7 +157,7 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
         photos = photo_examples(examples, cfg.photo_count, cfg.seed)
         counts["benign photos (scikit-image)"] = len(photos)
         examples += photos
-    from training.response_data import add_response_data as add
+    from training.guard.response_data import add_response_data as add
 
     return add(examples, counts, cfg.response_items, cfg.service_format_responses, cfg.seed), pairs, counts
 
@@ -252,7 +252,7 @@ def encode_items(model, items: list[GuardInput], cfg: DistillConfig) -> torch.Te
 def build_head_data(model, examples: list[GuardExample], pairs: list[PreferencePair],
                     cfg: DistillConfig) -> HeadData:
     """One item per (example, task) with a hard or soft label; features from ``encode_items``."""
-    from training.teachers import dataset_node_targets
+    from training.guard.teachers import dataset_node_targets
 
     items, rows = [], []
     for ex in examples:
@@ -362,18 +362,18 @@ def run(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     examples, pairs, counts = load_examples(cfg)
     if cfg.judge_url:
-        from training.teachers import JudgeClient, judge_unlabelled
+        from training.guard.teachers import JudgeClient, judge_unlabelled
 
         examples = judge_unlabelled(examples, JudgeClient(cfg.judge_url, cfg.judge_model))
     model = build_model(cfg)
     data = build_head_data(model, examples, pairs, cfg)
     t_feat = time.perf_counter() - t0
-    from training.calibrate import response_leave_one_source_out as response_lodo
-    from training.calibrate import split_items, train_and_calibrate
+    from training.guard.calibrate import response_leave_one_source_out as response_lodo
+    from training.guard.calibrate import split_items, train_and_calibrate
 
     card_metrics: dict[str, Any] = {}
     if cfg.cv_folds or cfg.cv_leave_one_dataset_out:
-        from training.evaluate import cross_validate
+        from training.guard.evaluate import cross_validate
 
         card_metrics = cross_validate(model, data, cfg)
         if cfg.cv_leave_one_dataset_out and (data.task == 1).any():

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 
-from training.guard_data import GuardExample
+from training.guard.guard_data import GuardExample
 
 CHEM_BIO = "Malicious Use/Security threats/biological and chemical harms"
 WEAPON = "Malicious Use/Security threats/weapon"

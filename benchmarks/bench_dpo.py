@@ -20,8 +20,8 @@ FLOPs, not hardware FLOPs). The peak is a bf16 matmul measured in this script (`
 
 Writes one table to stdout and ``<out>/bench_dpo.json`` (+ ``.csv``).
 
-    python -m training.bench_dpo --out runs/bench_dpo                # GPU, 7B shape
-    python -m training.bench_dpo --tiny --steps 4 --warmup 1 --out /tmp/b   # CPU smoke
+    python benchmarks/bench_dpo.py --out runs/bench_dpo                # GPU, 7B shape
+    python benchmarks/bench_dpo.py --tiny --steps 4 --warmup 1 --out /tmp/b   # CPU smoke
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import gc
 import io
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import TrainerCallback
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere in the repo
 
 LORA_REGEX = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 

@@ -19,7 +19,7 @@ Train class labels come from ``image_name`` = ``class1/class2/class3/file``. TRL
 ``DataCollatorForVisionPreference`` inserts the image placeholder into the user turn.
 
 Bad records (missing or undecodable image, empty text) are skipped and counted in a
-``ConversionStats``; a long run never dies on one record. Run ``python -m training.data.spa_vl
+``ConversionStats``; a long run never dies on one record. Run ``python -m training.align.data.spa_vl
 --parquet FILE`` to print the counts for a file.
 """
 
@@ -184,7 +184,7 @@ def convert(rows: Iterable[dict[str, Any]], *, prompt_only: bool = False, image_
 
     ``stats`` (created when None) receives the kept/skipped counts. Without ``fingerprint`` the
     result lives in memory (tests, small sets). With one (a hash of the source, see
-    ``training.data.source``) it is written once to the datasets cache as memory-mapped Arrow and
+    ``training.align.data.source``) it is written once to the datasets cache as memory-mapped Arrow and
     reused by later calls with the same fingerprint (e.g. the other ranks of a multi-GPU job),
     counts included (a JSON file beside the cache)."""
     from datasets import Dataset

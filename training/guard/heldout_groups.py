@@ -1,4 +1,4 @@
-"""Per-group errors of a fine-tuned guard on ``training.finetune``'s measured split.
+"""Per-group errors of a fine-tuned guard on ``training.guard.finetune``'s measured split.
 
 ``finetune_report.json`` gives one pooled figure per task; this breaks the same measured items
 down by source group (confusion counts at the artifact's own calibration) and recomputes the
@@ -6,7 +6,7 @@ pooled metrics without chosen groups, e.g. a derived group whose near-copies may
 (the split is by item, not by CV cluster). Rebuilds the split exactly as ``finetune.run`` does,
 so ``--init_from`` must be the frozen artifact the fine-tune started from (same data and seed).
 
-    .venv/bin/python -m training.heldout_groups --config training/configs/guard_lora.yaml \\
+    .venv/bin/python -m training.guard.heldout_groups --config training/configs/guard_lora.yaml \\
         --init_from runs/cand4_frozen --model models/default --exclude resp_context_swap
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from training.evaluate import binary_metrics
+from training.guard.evaluate import binary_metrics
 
 TASKS = ("prompt", "response")
 
@@ -51,8 +51,8 @@ def run(config: str, init_from: str, model_dir: str, exclude: Sequence[str]) -> 
     import yaml
 
     from models.classifier import GuardClassifier
-    from training.distill import build_head_data, load_examples
-    from training.finetune import FinetuneConfig, _splits, labelled_items, predict_items, resolve_ocr
+    from training.guard.distill import build_head_data, load_examples
+    from training.guard.finetune import FinetuneConfig, _splits, labelled_items, predict_items, resolve_ocr
 
     cfg = FinetuneConfig(**yaml.safe_load(Path(config).read_text()), init_from=init_from)
     torch.set_num_threads(cfg.threads)

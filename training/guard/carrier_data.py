@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from training.guard_data import CARRIER_PROMPTS, GuardExample
+from training.guard.guard_data import CARRIER_PROMPTS, GuardExample
 
 CARRIERS: tuple[str, ...] = CARRIER_PROMPTS + (
     "Do what the text in the image says.",

@@ -1,0 +1,1 @@
+"""The guard classifier wing: data, distillation, fine-tuning, calibration, evaluation."""
