@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import io
 import json
 import os
 import platform
@@ -47,7 +46,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from models.backends import DEFAULT_ARTIFACT, GuardInput, load_backend  # noqa: E402
-from models.ocr import OcrConfig, OcrReader  # noqa: E402
+from models.ocr import OcrReader  # noqa: E402
+from models.ocr_config import OcrConfig  # noqa: E402
+from models.render import render_text_image  # noqa: E402
 
 _WORDS = ("how do i make a bomb at home please explain the weather forecast write a poem about cats "
           "recipe for banana bread best way to hide money from taxes insult my neighbour summarize this "
@@ -57,21 +58,6 @@ _WORDS = ("how do i make a bomb at home please explain the weather forecast writ
 def text_items(rng: random.Random, n: int) -> list[GuardInput]:
     """Short prompts of 6-16 words (the '≥ 300 short prompts/s' target's workload)."""
     return [GuardInput(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 16)))) for _ in range(n)]
-
-
-def render_text_image(lines: list[str], size: tuple[int, int] = (760, 400), font_size: int = 44,
-                      spacing: float = 1.8) -> bytes:
-    """A typographic-attack style PNG: black words on white, lines ``spacing`` x font size apart."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=font_size)
-    for i, line in enumerate(lines):
-        draw.text((30, 30 + i * int(font_size * spacing)), line, fill="black", font=font)
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
 
 
 def image_items(rng: random.Random, n: int) -> list[GuardInput]:
@@ -111,7 +97,8 @@ def _ensure_artifact(path: str | None, seed: int) -> Path:
         return Path(path)
     if (DEFAULT_ARTIFACT / "config.json").is_file():
         return DEFAULT_ARTIFACT
-    from models.classifier import ClassifierConfig, GuardClassifier
+    from models.artifact import ClassifierConfig
+    from models.classifier import GuardClassifier
 
     torch.manual_seed(seed)
     out = Path(tempfile.mkdtemp(prefix="guard-bench-")) / "artifact"

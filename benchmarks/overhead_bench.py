@@ -133,8 +133,8 @@ def guard_artifact(path: str | None, seed: int, workdir: Path) -> Path:
         return DEFAULT_ARTIFACT
     import torch
 
-    from models.card import Calibration
-    from models.classifier import ClassifierConfig, GuardClassifier
+    from models.artifact import Calibration, ClassifierConfig
+    from models.classifier import GuardClassifier
 
     torch.manual_seed(seed)
     model = GuardClassifier(ClassifierConfig()).eval()

@@ -1,89 +1,52 @@
 """Scoring backends: the one door from the service into the harm classifier.
 
+The service imports ``models`` only through this module (STYLE.md section 1): the contract
+(``GuardInput``, ``Verdict``, ``ScoringBackend``: ``models.contract``), the artifact folder
+(``DEFAULT_ARTIFACT``, ``resolve_artifact``: ``models.artifact``), the taxonomy projections
+(``project_scores``, ``target_names``: ``models.projection``), the text-image renderer that warm-up
+draws with (``render_text_image``: ``models.render``) and the runtimes below.
+
 Contract
 --------
-* ``GuardInput`` is one thing to score: the prompt text (all user text parts joined), the prompt
-  images (raw encoded bytes: PNG/JPEG/...), and optionally the assistant ``response`` text. With a
-  ``response`` the item asks "is this response unsafe given this prompt?"; without, "is this
-  prompt unsafe?".
-* ``ScoringBackend.score(batch)`` returns exactly one ``Verdict`` per input, in order. It is
-  blocking (CPU/GPU bound); callers run it off the event loop.
-* ``Verdict.unsafe_prob`` is the calibrated probability of the task that was asked (prompt or
-  response); ``flagged`` applies the artifact's shipped threshold. ``categories`` maps taxonomy
-  node keys (see ``models.taxonomy``) to probabilities for the nodes that fired (above their own
-  thresholds); ``scores`` holds every node's probability.
+* ``load_backend(kind, artifact)`` opens a ``ScoringBackend`` of ``BACKEND_KINDS`` on an artifact
+  folder (None: ``models/default/``) and refuses an artifact whose card does not match this machine
+  (``ArtifactMismatchError``).
+* ``score(batch)`` follows ``models.contract.ScoringBackend``: one ``Verdict`` per item, in order;
+  bad inputs (e.g. undecodable images) raise before the model runs, and a failure inside the model
+  runtime makes ``health()`` False until the next successful call.
+* ``verdicts_from_logits`` turns raw logits into verdicts with the artifact's ``Calibration``
+  (formula: ``models.artifact``).
 
-The service imports ``models`` only through this module (STYLE.md section 1).
+Importing this module stays cheap (no torch, numpy or onnxruntime): the runtimes import them, and
+the modules that need them, when a backend is built.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
+from models.artifact import (DEFAULT_ARTIFACT, ArtifactMismatchError, Calibration, check_card_matches, read_artifact,
+                             resolve_artifact, runtime_card)
+from models.contract import GuardInput, ScoringBackend, Verdict
+from models.ocr_config import OcrConfig
+from models.projection import project_scores, target_names
+from models.render import render_text_image
 
-@dataclass(frozen=True)
-class GuardInput:
-    """One item to score. ``images`` are encoded image files (PNG, JPEG, WebP, GIF)."""
+__all__ = [
+    "BACKEND_KINDS", "DEFAULT_ARTIFACT", "ArtifactMismatchError", "GuardInput", "OnnxBackend", "ScoringBackend",
+    "TorchBackend", "Verdict", "load_backend", "project_scores", "render_text_image", "resolve_artifact",
+    "target_names", "verdicts_from_logits",
+]
 
-    text: str
-    images: tuple[bytes, ...] = ()
-    response: str | None = None
-
-    @property
-    def task(self) -> str:
-        """``"response"`` when a response is attached, else ``"prompt"``."""
-        return "prompt" if self.response is None else "response"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The classifier's answer for one ``GuardInput``."""
-
-    task: str  # "prompt" | "response"
-    unsafe_prob: float
-    flagged: bool
-    categories: dict[str, float] = field(default_factory=dict)  # fired nodes only
-    scores: dict[str, float] = field(default_factory=dict)  # every node
-    ocr_text: str = ""  # text recovered from the images, if any (for audit logs)
-
-
-@runtime_checkable
-class ScoringBackend(Protocol):
-    """A harm classifier runtime (torch, ONNX Runtime, ...)."""
-
-    name: str
-    max_batch_size: int
-
-    def health(self) -> bool:
-        """True when the backend can score right now."""
-        ...
-
-    def score(self, batch: list[GuardInput]) -> list[Verdict]:
-        """Score ``batch`` (len ≤ ``max_batch_size``); one verdict per item, same order."""
-        ...
-
-
-# ---- implementations ---------------------------------------------------------------------------
-# torch, onnxruntime and the classifier are imported lazily inside the backends, so importing this
-# module for the contracts above stays cheap.
-
-DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "default"
 BACKEND_KINDS = ("torch", "onnx", "onnx-int8")
 
 
-def _sigmoid(x: float) -> float:
-    # Numerically stable for large |x| (logits can be ±50 after a bad calibration).
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def verdicts_from_logits(items: Sequence[GuardInput], logits: dict[str, Any], calibration: Any,
+def verdicts_from_logits(items: Sequence[GuardInput], logits: dict[str, Any], calibration: Calibration,
                          node_keys: Sequence[str], ocr_texts: Sequence[str]) -> list[Verdict]:
-    """Apply ``calibration`` (``models.card.Calibration``) to raw logits: one ``Verdict`` per item.
+    """Apply ``calibration`` to raw logits: one ``Verdict`` per item.
 
     ``logits`` holds array-likes ``prompt`` (B,), ``response`` (B,) and ``nodes`` (B, K); each item
     reads the head of its own task.
@@ -92,12 +55,11 @@ def verdicts_from_logits(items: Sequence[GuardInput], logits: dict[str, Any], ca
     out = []
     for i, item in enumerate(items):
         task = item.task
-        prob = _sigmoid(float(logits[task][i]) / cal.temperature[task])
+        prob = cal.prob(task, float(logits[task][i]))
         flagged = prob >= cal.threshold[task]
         row = logits["nodes"][i]
-        scores = {k: _sigmoid(float(row[j]) / cal.node_temperature) for j, k in enumerate(node_keys)}
-        fired = {k: s for k, s in scores.items()
-                 if s >= cal.node_threshold(k) and (flagged or s >= cal.node_override)}
+        scores = {k: cal.node_prob(float(row[j])) for j, k in enumerate(node_keys)}
+        fired = {k: s for k, s in scores.items() if cal.node_fires(k, s, flagged)}
         out.append(Verdict(task=task, unsafe_prob=prob, flagged=flagged, categories=fired, scores=scores,
                            ocr_text=ocr_texts[i]))
     return out
@@ -137,7 +99,7 @@ class _BackendBase:
         return verdicts_from_logits(batch, logits, self.calibration, self.node_keys, ocr_texts)
 
     # Set by subclasses.
-    calibration: Any
+    calibration: Calibration
     node_keys: list[str]
 
     def _prepare(self, batch: list[GuardInput]) -> tuple[dict[str, Any], list[str]]:
@@ -156,7 +118,7 @@ class TorchBackend(_BackendBase):
                  device: str = "cpu") -> None:
         import torch
 
-        from models.classifier import GuardClassifier
+        from models.classifier import GuardClassifier  # torch: loaded when a backend is built (module docstring)
 
         super().__init__(max_batch_size)
         if threads is not None:
@@ -183,18 +145,9 @@ class TorchBackend(_BackendBase):
 def _ocr_reader(threads: int) -> Any:
     """The process-wide OCR reader whose ORT sessions use ``threads`` intra-op threads (a backend's
     ``threads`` pins OCR too: one knob for all the guard's CPU work)."""
-    from models.ocr import OcrConfig, get_reader
+    from models.ocr import get_reader  # numpy, PIL and the OCR runtimes: loaded when a backend is built
 
     return get_reader(OcrConfig(threads=int(threads)))
-
-
-def resolve_artifact(artifact: str | Path | None) -> Path:
-    """The artifact folder to load: ``artifact``, or ``models/default/`` when None."""
-    folder = DEFAULT_ARTIFACT if artifact is None else Path(artifact)
-    if not (folder / "config.json").is_file():
-        hint = " (the shipped default is built by `spaguard train-guard`)" if artifact is None else ""
-        raise FileNotFoundError(f"no classifier artifact at {folder}{hint}")
-    return folder
 
 
 def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, threads: int | None = None,
@@ -244,9 +197,10 @@ class OnnxBackend(_BackendBase):
 
         import onnxruntime as ort
 
-        from models.card import ArtifactMismatchError, check_card_matches
-        from models.classifier import Featurizer, read_artifact, runtime_card
-        from models.export_onnx import artifact_key, ensure_onnx, read_metadata
+        # torch and onnx: loaded when a backend is built (module docstring)
+        from models.export_onnx import artifact_key, ensure_onnx
+        from models.featurize import Featurizer
+        from models.onnx_graph import read_metadata
 
         super().__init__(max_batch_size)
         folder = Path(artifact)
@@ -278,10 +232,7 @@ class OnnxBackend(_BackendBase):
         return self.featurizer(batch)
 
     def _logits(self, features: dict[str, Any]) -> dict[str, Any]:
-        from models.export_onnx import OUTPUT_NAMES, ort_feed
+        from models.onnx_graph import OUTPUT_NAMES, ort_feed  # already loaded by __init__
 
         out = self.session.run(list(OUTPUT_NAMES), ort_feed(self.session, features))
         return dict(zip(OUTPUT_NAMES, out))
-
-
-from models.projection import project_scores, target_names  # noqa: E402,F401 - re-exported for the service

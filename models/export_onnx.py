@@ -4,17 +4,16 @@
 
 Contract
 --------
-* The graph takes the tensors ``Featurizer.input_names`` lists (``input_ids``, ``attention_mask``,
-  ``response_mask`` [, ``token_type_ids``] [, ``pixel_values``, ``image_mask``]) with dynamic batch and
-  sequence axes, and returns ``prompt`` (B,), ``response`` (B,) and ``nodes`` (B, K) logits.
-  Tokenization and OCR stay outside the graph (``models.classifier.Featurizer``). LoRA adapters
-  are merged into the encoder before export.
+* The graph's inputs and outputs are ``models.onnx_graph``'s (the tensors ``Featurizer.input_names``
+  lists -> ``prompt`` (B,), ``response`` (B,) and ``nodes`` (B, K) logits), with dynamic batch and
+  sequence axes. Tokenization and OCR stay outside the graph (``models.featurize.Featurizer``). LoRA
+  adapters are merged into the encoder before export.
 * ``export_best`` (used by the cache and the CLI) writes ORT's fused graph for BERT-family text
   encoders (``models.onnx_fusion``, parity-checked) and the plain torch.export graph otherwise.
 * The ONNX file carries the artifact's card, its cache key and the graph kind in ``metadata_props``
   (``spaguard.card``, ``spaguard.key``, ``spaguard.graph``), so a stale or foreign file is detected.
-* ``ensure_onnx(artifact, int8)`` exports on first use into ``$SPAGUARD_CACHE`` (default
-  ``~/.cache/spaguard``)``/onnx/<key>/`` where ``key`` hashes the artifact's files: the ONNX file
+* ``ensure_onnx(artifact, int8)`` exports on first use into ``models.cache.cache_root()/onnx/<key>/``
+  (``$SPAGUARD_CACHE``, default ``~/.cache/spaguard``) where ``key`` hashes the artifact's files: the ONNX file
   (~90 MB for MiniLM) is too large for git. Concurrent exporters are serialized by a file lock and
   the file appears atomically.
 * int8: ORT dynamic quantization (per-channel int8 weights of the encoder's MatMuls and fused
@@ -37,27 +36,19 @@ from typing import Any
 
 import torch
 
+from models.artifact import read_card, resolve_artifact
+from models.cache import cache_root
+from models.classifier import GuardClassifier
+from models.contract import GuardInput
+from models.onnx_fusion import export_fused
+from models.onnx_graph import OUTPUT_NAMES, ExportWrapper, parity, read_metadata, set_metadata
+
 EXPORT_VERSION = 3  # 3: fused graphs for BERT-family encoders (models.onnx_fusion)
-OUTPUT_NAMES = ("prompt", "response", "nodes")
 OPSET = 18
-
-
-class _ExportWrapper(torch.nn.Module):
-    """Positional inputs in ``names`` order -> the three logit tensors (ONNX wants a flat signature)."""
-
-    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
-        super().__init__()
-        self.model, self.names = model, names
-
-    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model(**dict(zip(self.names, tensors)))
-        return out["prompt"], out["response"], out["nodes"]
 
 
 def export_onnx(model: Any, out_path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Export a ``GuardClassifier`` (fp32) to a single ONNX file at ``out_path``."""
-    from models.backends import GuardInput
-
     model = _merged_copy(model).eval()
     names = model.featurizer.input_names
     # Example batch: 2 items, one with a response, so no axis is specialized to 1.
@@ -77,13 +68,13 @@ def export_onnx(model: Any, out_path: str | Path, metadata: dict[str, str] | Non
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
         program = torch.onnx.export(
-            _ExportWrapper(model, names).eval(), tuple(example[n] for n in names), input_names=names,
+            ExportWrapper(model, names).eval(), tuple(example[n] for n in names), input_names=names,
             output_names=list(OUTPUT_NAMES), dynamic_shapes=(shapes,), dynamo=True, opset_version=OPSET,
             verbose=False,
         )
     program.save(str(out), external_data=False)
     if metadata:
-        _set_metadata(out, metadata)
+        set_metadata(out, metadata)
     return out
 
 
@@ -93,8 +84,6 @@ def export_best(model: Any, out_path: str | Path, metadata: dict[str, str] | Non
     Returns the graph kind written, ``"fused"`` or ``"plain"``; it is also stored in the file's
     metadata as ``spaguard.graph``. ``fuse=False`` always writes the plain graph.
     """
-    from models.onnx_fusion import export_fused
-
     merged = _merged_copy(model).eval()
     if fuse:
         try:
@@ -116,19 +105,8 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     # than one scale per tensor). ORT's contrib ops have no ONNX shape inference, hence the default type.
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
                      per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
-    _set_metadata(Path(dst), meta)
+    set_metadata(dst, read_metadata(src))
     return Path(dst)
-
-
-def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(path))
 
 
 def _merged_copy(model: Any) -> Any:
@@ -142,11 +120,6 @@ def _merged_copy(model: Any) -> Any:
 
 def _image_size(model: Any) -> int:
     return int(model.image_encoder.config.image_size)
-
-
-def cache_root() -> Path:
-    """``$SPAGUARD_CACHE`` or ``~/.cache/spaguard``."""
-    return Path(os.environ.get("SPAGUARD_CACHE") or Path.home() / ".cache" / "spaguard")
 
 
 def artifact_key(artifact: str | Path, int8: bool = False, fuse: bool = True) -> str:
@@ -183,39 +156,11 @@ def ensure_onnx(artifact: str | Path, int8: bool = False, cache_dir: str | Path 
 def _build(artifact: Path, key: str, tmp: Path, int8: bool, cache_dir: str | Path | None, fuse: bool) -> None:
     if int8:
         quantize_int8(ensure_onnx(artifact, int8=False, cache_dir=cache_dir, fuse=fuse), tmp)
-        _set_metadata(tmp, {**read_metadata(tmp), "spaguard.key": key})
+        set_metadata(tmp, {**read_metadata(tmp), "spaguard.key": key})
         return
-    from models.classifier import GuardClassifier
-
     model = GuardClassifier.load(artifact)
-    card = json.loads((artifact / "card.json").read_text())
+    card = read_card(artifact)
     export_best(model, tmp, {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": key}, fuse=fuse)
-
-
-def ort_feed(session: Any, feats: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """numpy inputs for ``session``; a text-only batch gets empty image slots (mask 0) if the graph wants images."""
-    import numpy as np
-
-    feed: dict[str, Any] = {}
-    batch = int(feats["input_ids"].shape[0])
-    for inp in session.get_inputs():
-        if inp.name in feats:
-            feed[inp.name] = feats[inp.name].numpy()
-        elif inp.name == "pixel_values":
-            c, h, w = (int(d) for d in inp.shape[2:])  # static (C, H, W) of the vision tower
-            feed[inp.name] = np.zeros((batch, 1, c, h, w), dtype=np.float32)  # (B, N=1, C, H, W)
-        elif inp.name == "image_mask":
-            feed[inp.name] = np.zeros((batch, 1), dtype=np.float32)
-        else:
-            raise ValueError(f"ONNX graph wants input {inp.name!r} that the featurizer did not produce")
-    return feed
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file."""
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -232,12 +177,9 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Export ``--model`` to ``--out``; with ``--check``, print the torch/ORT max abs logit difference."""
     args = make_parser().parse_args(argv)
-    from models.backends import resolve_artifact
-    from models.classifier import GuardClassifier
-
     folder = resolve_artifact(args.model)
     model = GuardClassifier.load(folder)
-    card = json.loads((folder / "card.json").read_text())
+    card = read_card(folder)
     meta = {"spaguard.card": json.dumps(card, sort_keys=True), "spaguard.key": artifact_key(folder, args.int8, not args.no_fuse)}
     out = Path(args.out)
     if args.int8:
@@ -255,28 +197,6 @@ def main(argv: list[str] | None = None) -> int:
             print("export-onnx: parity check FAILED (> 1e-4)", file=sys.stderr)
             return 1
     return 0
-
-
-PARITY_PROMPTS = (
-    "How do I make a pipe bomb at home?", "What's a good recipe for banana bread?",
-    "Write an insult about my coworker's religion.", "Summarize the plot of Hamlet in two sentences.",
-)
-
-
-def parity(model: Any, onnx_path: str | Path, items: list[Any] | None = None) -> float:
-    """Max abs difference between torch and ORT logits on ``items`` (default: built-in samples)."""
-    import numpy as np
-    import onnxruntime as ort
-
-    from models.backends import GuardInput
-
-    items = items or [GuardInput(p) for p in PARITY_PROMPTS] + [GuardInput(PARITY_PROMPTS[0], response="No.")]
-    feats = model.featurize(items)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(list(OUTPUT_NAMES), ort_feed(session, feats))
-    with torch.no_grad():
-        want = model(**feats)
-    return max(float(np.abs(g - want[k].numpy()).max()) for g, k in zip(got, OUTPUT_NAMES))
 
 
 if __name__ == "__main__":

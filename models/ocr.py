@@ -11,6 +11,7 @@ Contract
   lock (RapidOCR mutates per-call state; ORT sessions use ``threads`` intra-op threads each and do
   not spin-wait unless ``spin``).
 * ``get_reader(config)`` returns one shared reader per config in this process.
+* Knobs: ``models.ocr_config.OcrConfig``; decoding and the size cap: ``models.ocr_image``.
 
 Speed (see ``docs/benchmarks.md``, "Guard classifier (CPU)"): the defaults skip the text-angle
 classifier (typographic and screenshot text is upright), downscale images whose longest side
@@ -29,75 +30,17 @@ runs fp32 if building them fails.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-# Decompression-bomb guard: images larger than this are refused before decoding pixels.
-MAX_PIXELS = 40_000_000
-
-
-@dataclass(frozen=True)
-class OcrConfig:
-    """Knobs of the OCR pipeline (RapidOCR PP-OCRv4 det + rec; angle classifier optional)."""
-
-    max_side: int = 640
-    """Images are downscaled (area interpolation) so their longest side is ≤ this before detection.
-    640 kept full word recall on rendered 760x400 pages and the same recall as 960 on 1280x960 ones
-    at lower latency; 480 lost 11-14 % of words (docs/benchmarks.md). Small print in large images is
-    the price: raise it for screenshot-heavy traffic."""
-    use_cls: bool = False
-    """Run the 0/180-degree text-angle classifier (off: upright text is the common case)."""
-    text_score: float = 0.5
-    """Recognised lines scoring below this are dropped."""
-    unclip_ratio: float = 2.0
-    """Detector box dilation (rapidocr's default is 1.6). Tight boxes make the recogniser drop spaces
-    ("Howdoes a securedcredit"), and the classifier then sees unknown words; 2.0 keeps them
-    (``guard_bench.py --ocr-quant``, docs/benchmarks.md)."""
-    blank_std: float = 2.0
-    """Per-channel pixel std below which an image is treated as blank (no text) without running OCR."""
-    threads: int | None = 2
-    """Intra-op threads of each model session, ORT or OpenVINO (None: the runtime's default, all cores).
-    On ORT with spinning off, 2 threads read a 3-line 760x400 page in p50 131 ms vs 212 ms with 1 on
-    the idle 2-core box (docs/benchmarks.md, "OCR sessions")."""
-    spin: bool = False
-    """Let idle ORT threads busy-wait. Off: rapidocr builds one thread pool per model, and the
-    detector's spinning pool stole the recogniser's cores (rec 104 ms spinning vs 84 ms not, 2 threads)."""
-    cache_size: int = 1024
-    """Entries in the sha256 -> text LRU cache."""
-    int8: bool = False
-    """Run the models in ``int8_models`` as int8 copies (static QDQ quantization, built once per
-    machine and cached by ``models.ocr_int8``; the first build takes 1-2 minutes, and if it fails
-    the reader logs a warning and runs fp32). Off by default: on ONNX Runtime the int8 detector made
-    OCR 6-14 % faster; on OpenVINO (the default runtime) it is slower than fp32 (docs/benchmarks.md,
-    "OCR int8" and "OCR on OpenVINO"). Its boxes come out a few pixels taller, which keeps more spaces
-    between words on dense pages."""
-    int8_models: tuple[str, ...] = ("det",)
-    """Which models ``int8`` quantizes: "det" and/or "rec". The int8 recogniser is another 15 %
-    faster (both: 0.69-0.73x fp32) but lost 0.5 points of word recall on 200 dev-prompt pages."""
-    openvino_models: tuple[str, ...] = ("det", "rec")
-    """Which models run on OpenVINO's CPU plugin instead of ONNX Runtime ("det", "rec"; () for none),
-    at fp32 with the same threads (``models.ocr_openvino``). Same text on every benchmark page, p50
-    0.65x ORT's time on image sizes seen before and 0.77x on first sight (OpenVINO compiles kernels
-    per new input shape; docs/benchmarks.md, "OCR on OpenVINO"). Without the ``openvino`` package the
-    reader logs a warning and uses ORT."""
-
-    def __post_init__(self) -> None:
-        from models.ocr_int8 import INT8_RECIPES  # lazy: ocr_int8 imports this module
-
-        unknown = set(self.int8_models) - set(INT8_RECIPES)
-        if unknown:
-            raise ValueError(f"int8_models must be among {sorted(INT8_RECIPES)}, got {sorted(unknown)}")
-        unknown = set(self.openvino_models) - {"det", "rec"}
-        if unknown:
-            raise ValueError(f"openvino_models must be among ['det', 'rec'], got {sorted(unknown)}")
+from models import ocr_int8, ocr_openvino
+from models.ocr_config import OcrConfig
+from models.ocr_image import cap_side, decode_bgr
 
 
 class OcrReader:
@@ -173,10 +116,8 @@ def _int8_paths(cfg: OcrConfig) -> dict[str, Path]:
     with the slower fp32 models beats failing every image request."""
     if not cfg.int8:
         return {}
-    from models.ocr_int8 import ensure_int8_model  # lazy: ocr_int8 imports this module
-
-    try:
-        return {kind: ensure_int8_model(kind) for kind in cfg.int8_models}
+    try:  # through the module, so a test can stand in for the builder
+        return {kind: ocr_int8.ensure_int8_model(kind) for kind in cfg.int8_models}
     except Exception:  # noqa: BLE001 - any quantizer/ORT/IO failure; logged with its traceback
         logging.getLogger(__name__).warning("OCR int8 models unavailable; using fp32", exc_info=True)
         return {}
@@ -184,9 +125,7 @@ def _int8_paths(cfg: OcrConfig) -> dict[str, Path]:
 
 def _openvino_models(cfg: OcrConfig) -> tuple[str, ...]:
     """``cfg.openvino_models``, or () with a logged warning when OpenVINO is not installed."""
-    from models.ocr_openvino import available
-
-    if cfg.openvino_models and not available():
+    if cfg.openvino_models and not ocr_openvino.available():
         logging.getLogger(__name__).warning("openvino is not installed; OCR models %s run on ONNX Runtime",
                                             list(cfg.openvino_models))
         return ()
@@ -223,35 +162,9 @@ def _replace_sessions(engine: Any, threads: int, spin: bool, paths: dict[str, Pa
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         path = str(paths.get(kind, old._model_path))
         if kind in openvino:
-            from models.ocr_openvino import OpenVinoSession
-
-            setattr(holder, attr, OpenVinoSession(path, threads if threads > 0 else None))
+            setattr(holder, attr, ocr_openvino.OpenVinoSession(path, threads if threads > 0 else None))
             continue
         setattr(holder, attr, ort.InferenceSession(path, opts, providers=old.get_providers()))
-
-
-def cap_side(bgr: np.ndarray, max_side: int) -> np.ndarray:
-    """Downscale (H, W, 3) ``bgr`` so its longest side is ≤ ``max_side`` (area interpolation keeps
-    strokes legible); returned as is if it fits. int8 calibration preprocesses its pages with it too."""
-    import cv2
-
-    h, w = bgr.shape[:2]
-    if max(h, w) <= max_side:
-        return bgr
-    scale = max_side / max(h, w)
-    return cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-
-
-def decode_bgr(image: bytes) -> np.ndarray:
-    """Decode encoded image bytes to an (H, W, 3) uint8 BGR array (first frame of animations)."""
-    try:
-        with Image.open(io.BytesIO(image)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ValueError(f"image too large: {img.width}x{img.height} pixels > {MAX_PIXELS}")
-            rgb = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"could not decode image bytes ({len(image)} bytes): {exc}") from exc
-    return np.ascontiguousarray(rgb[:, :, ::-1])  # (H, W, 3) RGB -> BGR for OpenCV/RapidOCR
 
 
 _READERS: dict[OcrConfig, OcrReader] = {}

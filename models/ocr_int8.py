@@ -16,7 +16,7 @@ Contract
   convolutions only: with its attention and head MatMuls quantized too it ran in 0.54x the fp32
   time but cut word recall on 60 dev-prompt pages from 0.79 to 0.61 (spaces between words went
   missing; 0.85 conv-only). Measurements: docs/benchmarks.md, "OCR int8".
-* Cache: ``cache_dir`` (default ``cache_root()/"ocr"``, i.e. ``$SPAGUARD_CACHE/ocr``) holds
+* Cache: ``cache_dir`` (default ``models.cache.cache_root()/"ocr"``, i.e. ``$SPAGUARD_CACHE/ocr``) holds
   ``{kind}-{key}.onnx`` and a ``{kind}-{key}.json`` card (source name and sha256, version, recipe,
   onnxruntime version, ``calib_pages``, the model's sha256). ``key`` hashes the source model's
   sha256, ``INT8_VERSION``, the recipe, onnxruntime's version and ``calib_pages``, so any of them
@@ -38,7 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from models.ocr import OcrConfig, cap_side
+from models.cache import cache_root
+from models.ocr_config import OcrConfig
+from models.ocr_image import cap_side
+from models.render import draw_text
 
 INT8_VERSION = "ocr-int8-v1"
 """Part of the int8 cache key: bump it when the graph pass, calibration data or recipes change."""
@@ -79,8 +82,6 @@ def ensure_int8_model(kind: str, cache_dir: Path | None = None, calib_pages: int
 def int8_cache_paths(kind: str, cache_dir: Path | None = None, calib_pages: int = 32) -> tuple[Path, Path]:
     """(model, card) paths of the int8 ``kind`` model in the cache (see module docstring)."""
     import onnxruntime as ort
-
-    from models.export_onnx import cache_root
 
     src, recipe = _bundled_model(kind), INT8_RECIPES[kind]
     key_src = json.dumps([_sha256_file(src), INT8_VERSION, recipe, ort.__version__, calib_pages], sort_keys=True)
@@ -166,10 +167,13 @@ def _calibration_inputs(kind: str, pages: int) -> list[dict[str, np.ndarray]]:
 
 def _calibration_images(pages: int, seed: int = 0) -> list[np.ndarray]:
     """``pages`` seeded typographic pages (varied fonts, sizes, colours) plus scikit-image's sample
-    photos when installed (text-free activations: photos are what the detector sees most)."""
+    photos when installed (text-free activations: photos are what the detector sees most).
+
+    The pages are part of the int8 cache key through ``INT8_VERSION``: the draws from ``rng`` and their
+    order must not change without bumping it."""
     import random
 
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import ImageFont
 
     rng = random.Random(seed)
     fonts = sorted(str(p) for p in Path("/usr/share/fonts").rglob("*.ttf"))[:24]
@@ -182,15 +186,14 @@ def _calibration_images(pages: int, seed: int = 0) -> list[np.ndarray]:
         dark = rng.random() < 0.25
         bg = tuple(rng.randint(0, 60) if dark else rng.randint(190, 255) for _ in range(3))
         fg = tuple(rng.randint(200, 255) if dark else rng.randint(0, 80) for _ in range(3))
-        img = Image.new("RGB", (w, h), bg)
-        draw = ImageDraw.Draw(img)
         size = rng.randint(max(12, h // 24), max(14, h // 7))
         font = ImageFont.truetype(rng.choice(fonts), size) if fonts and rng.random() < 0.7 else ImageFont.load_default(size=size)
-        y = rng.randint(4, 30)
+        lines, positions, y = [], [], rng.randint(4, 30)
         while y + size < h:
-            line = " ".join(rng.choice(words) for _ in range(rng.randint(1, 7)))
-            draw.text((rng.randint(4, 60), y), line, fill=fg, font=font)
+            lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(1, 7))))
+            positions.append((rng.randint(4, 60), y))
             y += int(size * rng.uniform(1.3, 2.4))
+        img = draw_text(lines, (w, h), size, positions=positions, font=font, fill=fg, background=bg)
         out.append(np.ascontiguousarray(np.asarray(img)[:, :, ::-1]))  # (H, W, 3) RGB -> BGR
     return out + _sample_photos()
 

@@ -3,7 +3,7 @@
 Contract
 --------
 * ``export_fused(model, out_path, metadata)`` writes a graph with the same inputs and outputs as
-  ``models.export_onnx.export_onnx`` in which each encoder layer runs as ORT's fused ``Attention``,
+  ``models.export_onnx.export_onnx`` (``models.onnx_graph``) in which each encoder layer runs as ORT's fused ``Attention``,
   ``SkipLayerNormalization`` and ``BiasGelu`` kernels (and the embeddings as
   ``EmbedLayerNormalization``), and returns True. It returns False and leaves ``out_path`` absent
   when the model does not qualify (an image tower, or an encoder outside ``FUSABLE_MODEL_TYPES``),
@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from models.contract import GuardInput
+from models.onnx_graph import OUTPUT_NAMES, ExportWrapper, parity, set_metadata
 
 # Encoders whose attention ORT's "bert" optimizer recognises (BERT, MiniLM, RoBERTa-style layouts).
 FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
@@ -47,8 +50,6 @@ def export_fused(model: Any, out_path: str | Path, metadata: dict[str, str] | No
     """Export ``model`` (LoRA already merged) fused to ``out_path``; False if it cannot (see module doc)."""
     from onnxruntime.transformers import optimizer
 
-    from models.export_onnx import _set_metadata
-
     if not fusable(model):
         return False
     eager = _eager_copy(model)
@@ -72,7 +73,7 @@ def export_fused(model: Any, out_path: str | Path, metadata: dict[str, str] | No
         out.parent.mkdir(parents=True, exist_ok=True)
         fused.replace(out)
     if metadata:
-        _set_metadata(out, metadata)
+        set_metadata(out, metadata)
     return True
 
 
@@ -89,9 +90,6 @@ def _eager_copy(model: Any) -> Any:
 
 
 def _torchscript_export(model: Any, names: list[str], out: Path) -> None:
-    from models.backends import GuardInput
-    from models.export_onnx import OUTPUT_NAMES, _ExportWrapper
-
     # Two items of different lengths: the trace must record the padding-mask branch.
     example = model.featurize([GuardInput("an example prompt to export"), GuardInput("hi", response="a reply")])
     axes = {n: {0: "batch", 1: "seq"} for n in names}
@@ -99,15 +97,12 @@ def _torchscript_export(model: Any, names: list[str], out: Path) -> None:
         # The TorchScript exporter is deprecated in favour of torch.export, whose graph ORT cannot fuse;
         # its tracer warnings concern shape checks that are constant for an encoder.
         warnings.simplefilter("ignore")
-        torch.onnx.export(_ExportWrapper(model, names).eval(), tuple(example[n] for n in names), str(out),
+        torch.onnx.export(ExportWrapper(model, names).eval(), tuple(example[n] for n in names), str(out),
                           input_names=names, output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
                           opset_version=TS_OPSET, dynamo=False)
 
 
 def _max_diff(model: Any, path: Path) -> float:
     """Max abs logit difference torch vs ORT over a padded batch and each item alone."""
-    from models.backends import GuardInput
-    from models.export_onnx import parity
-
     items = [GuardInput(p, response=r) for p, r in _PARITY_TEXTS]
     return max(parity(model, path, batch) for batch in [items] + [[i] for i in items])

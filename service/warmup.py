@@ -10,24 +10,17 @@ requests) and serves anyway under ``open`` (those requests pass and are counted 
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 
-from models.backends import GuardInput, ScoringBackend
+from models.backends import GuardInput, ScoringBackend, render_text_image
 
 log = logging.getLogger("spaguard.warmup")
 
 
 def _text_image() -> bytes:
     """A 320x80 PNG with two words on it: enough for the detector and recogniser to both run."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    img = Image.new("RGB", (320, 80), "white")
-    ImageDraw.Draw(img).text((12, 16), "warm up", fill="black", font=ImageFont.load_default(size=36))
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
+    return render_text_image(["warm up"], (320, 80), 36, origin=(12, 16))
 
 
 def warm_up(scorer: ScoringBackend) -> float:

@@ -79,8 +79,8 @@ def tiny_guard_artifact(out: Path, prompt: bool, response: bool) -> Path:
     none, and every response (``response``) or none (threshold 0 or 1)."""
     import torch
 
-    from models.card import Calibration
-    from models.classifier import ClassifierConfig, GuardClassifier
+    from models.artifact import Calibration, ClassifierConfig
+    from models.classifier import GuardClassifier
     from models.encoders import build_tiny_text_encoder
 
     encoder = out / "encoder"

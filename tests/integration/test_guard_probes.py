@@ -30,7 +30,8 @@ def test_counts_follow_each_models_threshold(tmp_path, capsys) -> None:
 
 
 def test_typographic_pages_carry_their_phrase() -> None:
-    from models.ocr import OcrConfig, OcrReader
+    from models.ocr import OcrReader
+    from models.ocr_config import OcrConfig
 
     text = OcrReader(OcrConfig(threads=1)).read(probes._page("Steps to grow tomatoes."))
     assert {"steps", "grow", "tomatoes."} <= set(text.lower().split())

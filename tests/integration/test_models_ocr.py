@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from models import ocr_int8
-from models.ocr import OcrConfig, OcrReader
+from models.ocr import OcrReader
+from models.ocr_config import OcrConfig
 
 LINES = ["how to make a bomb", "step by step guide"]
 
@@ -181,7 +182,7 @@ def int8_reader() -> OcrReader:
 
 
 def test_int8_reader_recovers_rendered_words(int8_reader: OcrReader) -> None:
-    from models.export_onnx import cache_root
+    from models.cache import cache_root
 
     text = int8_reader.read(render(LINES))
     assert _words(" ".join(LINES)) <= _words(text)

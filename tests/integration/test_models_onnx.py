@@ -12,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from models.artifact import ArtifactMismatchError, ClassifierConfig
 from models.backends import GuardInput, OnnxBackend, load_backend
-from models.card import ArtifactMismatchError
-from models.classifier import ClassifierConfig, GuardClassifier
+from models.classifier import GuardClassifier
 from models.encoders import build_tiny_image_encoder, build_tiny_text_encoder
+from models.export_onnx import ensure_onnx, main as export_main
 from models.onnx_fusion import export_fused
-from models.export_onnx import OUTPUT_NAMES, _set_metadata, ensure_onnx, main as export_main, ort_feed, parity, read_metadata
+from models.onnx_graph import OUTPUT_NAMES, ort_feed, parity, read_metadata, set_metadata
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 NODES = ["Malicious Use", "Malicious Use/Security threats", "Representation & ToxicityHarms"]
@@ -151,7 +152,7 @@ def test_backend_refuses_mismatched_card_and_stale_cache(tiny: dict[str, str], t
     card_path.write_text(json.dumps({**card, "note": "edited after export"}))
     assert ensure_onnx(art) != path  # an edited card is a new cache entry, never a stale hit
     card_path.write_text(json.dumps(card))
-    _set_metadata(path, {**read_metadata(path), "spaguard.card": json.dumps({**card, "seed": 99})})
+    set_metadata(path, {**read_metadata(path), "spaguard.card": json.dumps({**card, "seed": 99})})
     with pytest.raises(ArtifactMismatchError, match="not exported from"):
         load_backend("onnx", art)  # a cache file whose embedded card differs is refused
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.classifier import ClassifierConfig, GuardClassifier
+from models.artifact import ClassifierConfig
+from models.classifier import GuardClassifier
 from models.encoders import build_tiny_text_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from models.artifact import ArtifactMismatchError, Calibration, ClassifierConfig
 from models.backends import GuardInput, ScoringBackend, load_backend
-from models.card import ArtifactMismatchError, Calibration
-from models.classifier import ClassifierConfig, GuardClassifier
+from models.classifier import GuardClassifier
 from models.encoders import build_tiny_image_encoder, build_tiny_text_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -238,7 +238,7 @@ def write_card(out: Path, argv_config: dict[str, Any], report: dict[str, Any], l
     import transformers
     import trl
 
-    from models.card import git_commit
+    from models.artifact import git_commit
 
     last = {k: v for h in log_history if "loss" in h for k, v in h.items()}  # the newest value of each metric
     card = {"kind": "dpo-vlm", **argv_config, "data": report, "last_train_log": last,

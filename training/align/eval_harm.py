@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import torch
 
+from models.artifact import sigmoid
 from models.backends import GuardInput, Verdict
 
 Scorer = Callable[[list[GuardInput]], list[Verdict]]
@@ -141,7 +141,7 @@ def reward_scorer(path: str, batch_size: int = 8) -> Scorer:
                  "chosen": [{"role": "assistant", "content": it.response or ""}],
                  "rejected": [{"role": "assistant", "content": it.response or ""}]} for it in items]
         rewards, _ = score_pairs(model, collator, rows, batch_size)
-        probs = [1.0 / (1.0 + math.exp(max(-60.0, min(60.0, r - offset)))) for r in rewards]
+        probs = [sigmoid(offset - r) for r in rewards]
         return [Verdict(task="response", unsafe_prob=p, flagged=p >= 0.5) for p in probs]
 
     return score

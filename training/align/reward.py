@@ -222,7 +222,7 @@ def train(data_args: SpaVLDataArgs, cfg: RewardJobConfig) -> dict[str, Any]:
     """Run one job end to end; returns the reward card."""
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    from models.card import git_commit
+    from models.artifact import git_commit
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)

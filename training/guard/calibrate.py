@@ -6,11 +6,11 @@ Contract
   ``sigmoid(logits / T)`` against ``targets`` (hard 0/1 or soft in [0, 1]) on held-out data.
 * ``threshold_for_fpr(benign_probs, target_fpr)``: the smallest threshold t such that the share of
   benign items with ``prob >= t`` is at most ``target_fpr`` (ties never push the rate over).
-* ``calibrate(...)`` combines both per task (prompt, response) and for the node head, and returns a
-  ``Calibration`` whose ``to_json()`` is exactly the ``calibration.json`` every backend reads:
+* ``calibrate(...)`` combines both per task (prompt, response) and for the node head, and returns the
+  ``models.artifact.Calibration`` every backend reads, whose ``to_dict()`` is the ``calibration.json``
   ``{"temperature": {"prompt": T, "response": T}, "threshold": {"prompt": t, "response": t},
-  "node_temperature": T, "node_thresholds": {node_key: t}}``.
-  ``Verdict.unsafe_prob = sigmoid(logit / T[task])``; flagged when ``unsafe_prob >= threshold``.
+  "node_temperature": T, "node_thresholds": {node_key: t}}`` (``node_override`` is not fitted: unset).
+  ``Verdict.unsafe_prob = sigmoid(logit, T[task])``; flagged when ``unsafe_prob >= threshold``.
 * ``train_and_calibrate(model, data, train_idx, held_idx, cfg)``: the shipped head recipe (fit
   on ``train_idx`` with ``training.guard.distill.fit_heads``, calibrate on ``held_idx``); the final
   build and every cross-validation fold run exactly this.
@@ -18,20 +18,16 @@ Contract
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from pathlib import Path
 
 import numpy as np
 
+from models.artifact import Calibration, sigmoid
+
 T_BOUNDS = (0.05, 20.0)  # NOTE(h4): beyond these the head is broken, not mis-calibrated
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
 def _bce(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
@@ -72,27 +68,6 @@ def threshold_for_fpr(benign_probs: Sequence[float], target_fpr: float, *, floor
 
 
 @dataclass
-class Calibration:
-    """What ships in ``calibration.json`` (see the module docstring)."""
-
-    temperature: dict[str, float]
-    threshold: dict[str, float]
-    node_temperature: float = 1.0
-    node_thresholds: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"temperature": dict(self.temperature), "threshold": dict(self.threshold),
-                "node_temperature": float(self.node_temperature),
-                "node_thresholds": dict(self.node_thresholds)}
-
-    def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
-
-    def prob(self, task: str, logits: np.ndarray) -> np.ndarray:
-        return _sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature[task])
-
-
-@dataclass
 class HeldOut:
     """Held-out logits of one head with targets; ``benign`` marks items known to be safe."""
 
@@ -114,7 +89,7 @@ def calibrate(tasks: dict[str, HeldOut], *, target_fpr: float, node_keys: Sequen
         temps[task] = fit_temperature(h.logits, h.targets) if len(h.logits) else 1.0
         if not h.benign.any():
             raise ValueError(f"calibrate: no benign held-out items for the {task} head")
-        probs = _sigmoid(h.logits / temps[task])
+        probs = sigmoid(h.logits, temps[task])
         thresholds[task] = threshold_for_fpr(probs[h.benign], target_fpr, floor=threshold_floor)
     node_t, node_thr = 1.0, {}
     if node_keys:
@@ -127,7 +102,7 @@ def calibrate(tasks: dict[str, HeldOut], *, target_fpr: float, node_keys: Sequen
         fit_mask = known & taught[None, :]
         if fit_mask.any():
             node_t = fit_temperature(node_logits[fit_mask], node_targets[fit_mask])
-        probs = _sigmoid(node_logits / node_t)  # (N, K)
+        probs = sigmoid(node_logits, node_t)  # (N, K)
         fpr = target_fpr if node_target_fpr is None else node_target_fpr
         for k, key in enumerate(node_keys):
             node_thr[key] = (threshold_for_fpr(probs[node_benign, k], fpr, floor=threshold_floor)
@@ -186,7 +161,7 @@ def train_and_calibrate(model, data, train_idx: np.ndarray, held_idx: np.ndarray
     for task in ("prompt", "response"):
         cal.temperature.setdefault(task, 1.0)
         cal.threshold.setdefault(task, 0.5)
-    return cal.to_json(), losses
+    return cal.to_dict(), losses
 
 
 def response_leave_one_source_out(model, data, cfg) -> dict:

@@ -3,7 +3,7 @@
 Contract
 --------
 * ``ocr_format_examples(sources, n, seed)`` returns about ``n`` items whose prompt is
-  ``f"{carrier}\\n{text}"``: what ``models.classifier.Featurizer`` builds from a carrier prompt plus the
+  ``f"{carrier}\\n{text}"``: what ``models.featurize.Featurizer`` builds from a carrier prompt plus the
   OCR text of an image that shows ``text``. Each keeps the label (and category) of the labelled,
   image-free source it copies, harmful and benign alike, so the carrier never decides the verdict.
   About a third get a trailing empty numbered list (" 1. 2. 3."), the typographic-jailbreak layout.

@@ -31,8 +31,8 @@ from training.guard.guard_data import (GuardExample, PreferencePair, default_sha
                                  photo_examples, read_guard_jsonl, read_preference_pairs,
                                  typographic_examples)
 from models.backends import GuardInput
-from models.card import git_commit
-from models.encoders import weights_sha256
+from models.artifact import git_commit
+from models.encoder_files import weights_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -165,7 +165,8 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
 
 def build_model(cfg: DistillConfig):
     """A fresh ``GuardClassifier`` for the config (seeded initialisation)."""
-    from models.classifier import ClassifierConfig, GuardClassifier
+    from models.artifact import ClassifierConfig
+    from models.classifier import GuardClassifier
 
     torch.manual_seed(cfg.seed)
     return GuardClassifier(ClassifierConfig(

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from models.artifact import sigmoid
 from models.backends import GuardInput, ScoringBackend, Verdict
 from training.guard.guard_data import TASKS, GuardExample, read_guard_jsonl
 
@@ -282,7 +283,7 @@ def _fit_predict(model, data, train_idx: np.ndarray, test_idx: np.ndarray, cfg,
     logits = predict_heads(model, data, test_idx)["task"]
     for i, z in zip(test_idx, logits):
         name = "prompt" if data.task[i] == 0 else "response"
-        p = 1.0 / (1.0 + np.exp(-z / cal["temperature"][name]))
+        p = sigmoid(z, cal["temperature"][name])
         preds[int(i)] = (float(p), bool(p >= cal["threshold"][name]))
 
 

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.artifact import git_commit, sigmoid
 from models.backends import GuardInput
-from models.card import git_commit
 from training.guard.calibrate import HeldOut, calibrate, split_items, stratified_split
 from training.guard.distill import (REPO_ROOT, DistillConfig, HeadData, _f, _item_loss, build_head_data,
                               load_examples, predict_heads)
@@ -107,7 +107,8 @@ def resolve_ocr(model, items: list[GuardInput]) -> list[GuardInput]:
 
 def build_lora_model(cfg: FinetuneConfig, base):
     """A LoRA classifier whose trunk and heads start as the baseline's trained ones."""
-    from models.classifier import ClassifierConfig, GuardClassifier
+    from models.artifact import ClassifierConfig
+    from models.classifier import GuardClassifier
 
     if cfg.encoder != base.config.encoder or cfg.image_encoder != base.config.image_encoder:
         raise ValueError(f"init_from {cfg.init_from!r} uses encoder {base.config.encoder!r}, the recipe {cfg.encoder!r}")
@@ -212,7 +213,7 @@ def calibrate_arm(data: HeadData, idx: np.ndarray, out: dict[str, np.ndarray], n
     benign = (data.target[idx] < 0.5) & (data.task[idx] == 0)
     cal = calibrate(tasks, target_fpr=cfg.target_fpr, node_keys=node_keys, node_logits=out["nodes"],
                     node_targets=data.node_y[idx], node_mask=data.node_m[idx], node_benign=benign,
-                    node_target_fpr=cfg.node_target_fpr).to_json()
+                    node_target_fpr=cfg.node_target_fpr).to_dict()
     for task in ("prompt", "response"):
         cal["temperature"].setdefault(task, 1.0)
         cal["threshold"].setdefault(task, 0.5)
@@ -225,13 +226,12 @@ def measure_arm(data: HeadData, idx: np.ndarray, out: dict[str, np.ndarray], cal
     res: dict[str, Any] = {}
     for t, task in enumerate(("prompt", "response")):
         sel = data.task[idx] == t
-        z = out["task"][sel] / cal["temperature"][task]
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = sigmoid(out["task"][sel], cal["temperature"][task])
         labels = [data.label_key(i) for i in idx[sel]]
         res[task] = binary_metrics(labels, p, p >= cal["threshold"][task])
     res["benign_response_fpr"] = res["response"]["fpr"] if res["response"] else None
     t_r = cal["temperature"]["response"]
-    res["probes"] = {k: float(1.0 / (1.0 + np.exp(-z / t_r))) for k, z in probe_logits.items()}
+    res["probes"] = {k: float(sigmoid(z, t_r)) for k, z in probe_logits.items()}
     res["probe_flagged"] = {k: res["probes"][k] >= cal["threshold"]["response"] for k in probe_logits}
     return res
 

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageFilter, ImageFont
 
 from models.backends import GuardInput
+from models.render import draw_text, encode
 
 SPA_VL_HUB = "sqrti/SPA-VL"
 TASKS = ("prompt", "response")
@@ -306,22 +307,16 @@ def render_typographic(text: str, rng: random.Random, *, width: int = 512) -> by
     bg = tuple(rng.randint(0, 60) if dark_bg else rng.randint(200, 255) for _ in range(3))
     fg = tuple(rng.randint(200, 255) if dark_bg else rng.randint(0, 70) for _ in range(3))
     lines = textwrap.wrap(text, width=max(12, int(width / (size * 0.55))))[:10]
-    line_h = int(size * 1.35)
-    height = max(128, line_h * len(lines) + 2 * 24)
-    img = Image.new("RGB", (width, height), bg)
-    draw = ImageDraw.Draw(img)
-    x0 = rng.randint(12, 28)
-    for k, line in enumerate(lines):
-        draw.text((x0, 24 + k * line_h), line, fill=fg, font=font)
+    height = max(128, int(size * 1.35) * len(lines) + 2 * 24)
+    img = draw_text(lines, (width, height), size, 1.35, origin=(rng.randint(12, 28), 24), font=font, fill=fg,
+                    background=bg)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(radius=0.6))
     if rng.random() < 0.5:
         arr = np.asarray(img, dtype=np.int16)  # (H, W, 3)
         noise = np.random.default_rng(rng.randrange(2**32)).integers(-18, 19, arr.shape)
         img = Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return encode(img)
 
 
 BENIGN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from models.artifact import sigmoid
 from training.guard.evaluate import binary_metrics
 
 TASKS = ("prompt", "response")
@@ -67,9 +68,9 @@ def run(config: str, init_from: str, model_dir: str, exclude: Sequence[str]) -> 
     report = {}
     for t, task in enumerate(TASKS):
         idx = measured[data.task[measured] == t]
-        z = predict_items(model, items, idx, data.task)["task"] / cal["temperature"][task]
+        probs = sigmoid(predict_items(model, items, idx, data.task)["task"], cal["temperature"][task])
         report[task] = summarize([data.groups[i] for i in idx], (data.target[idx] >= 0.5).astype(int),
-                                 1.0 / (1.0 + np.exp(-z)), cal["threshold"][task], exclude)
+                                 probs, cal["threshold"][task], exclude)
     return report
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import httpx
 
+from models.artifact import sigmoid
+
 
 @dataclass(frozen=True)
 class SoftPair:
@@ -34,10 +36,6 @@ class SoftPair:
 
     chosen_unsafe: float | None
     rejected_unsafe: float | None
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
 
 def preference_soft_labels(prompt: str, chosen: str, rejected: str, reward_chosen: float,
@@ -52,9 +50,9 @@ def preference_soft_labels(prompt: str, chosen: str, rejected: str, reward_chose
         if not math.isfinite(r):
             raise ValueError(f"rewards must be finite, got {r}")
     if reward_offset is not None:
-        return SoftPair(_sigmoid((reward_offset - reward_chosen) / temperature),
-                        _sigmoid((reward_offset - reward_rejected) / temperature))
-    return SoftPair(None, _sigmoid((reward_chosen - reward_rejected) / temperature))
+        return SoftPair(sigmoid(reward_offset - reward_chosen, temperature),
+                        sigmoid(reward_offset - reward_rejected, temperature))
+    return SoftPair(None, sigmoid(reward_chosen - reward_rejected, temperature))
 
 
 def implicit_reward(beta: float, logp_policy: float, logp_reference: float) -> float:
