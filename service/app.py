@@ -14,7 +14,6 @@ when ``api_keys`` is set.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -25,13 +24,13 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.backends import GuardInput, ScoringBackend, Verdict
+from models.backends import GuardInput, ScoringBackend, Verdict, load_backend
 from service.batching import DynamicBatcher
 from service.engines import build_engine
 from service.engines.base import EngineClient
 from service.errors import APIError, PayloadTooLarge, Unauthorized, envelope
 from service.errors import register_error_handlers
-from service.guard import Guard, GuardPolicy
+from service.guard import Guard
 from service.images import RemoteImageFetcher
 from service.metrics import GuardMetrics, HTTPMetricsMiddleware
 from service.routes import chat as chat_routes
@@ -96,12 +95,7 @@ def build_app(
 
 def load_guard(settings: ServeSettings) -> ScoringBackend:
     """The harm classifier named by the settings (blocking; runs in a thread)."""
-    from models import backends
-
-    load = getattr(backends, "load_backend", None)
-    if load is None:
-        raise RuntimeError("models.backends.load_backend is not available in this checkout")
-    return load(
+    return load_backend(
         settings.guard_backend,
         settings.guard_artifact,
         threads=settings.guard_threads,
@@ -117,14 +111,10 @@ def _make_batcher(
         metrics.batch_size.observe(size)
         metrics.queue_depth.set(depth)
 
-    return DynamicBatcher(
+    return DynamicBatcher.from_config(
         scorer.score,
-        max_batch_size=min(settings.max_batch_size, scorer.max_batch_size),
-        max_wait_s=settings.max_wait_ms / 1000.0,
-        max_queue=settings.max_queue,
-        queue_timeout_s=settings.queue_timeout_s,
+        settings.batcher_config(scorer.max_batch_size),
         cost=lambda item: len(item.images),  # the image budget (OCR + vision dominate)
-        max_batch_cost=settings.max_batch_images,
         on_batch=on_batch,
     )
 
@@ -137,14 +127,7 @@ def _init_state(
     batcher: DynamicBatcher[GuardInput, Verdict],
     metrics: GuardMetrics,
 ) -> None:
-    policy = GuardPolicy(
-        mode=settings.guard_mode,
-        block_style=settings.block_style,
-        fail_policy=settings.fail_policy,
-        timeout_s=settings.guard_timeout_s,
-        stream_holdback_chars=settings.stream_holdback_chars,
-        stream_first_release_chars=settings.stream_first_release_chars,
-    )
+    policy = settings.guard_policy()
     fetcher = None
     if settings.remote_images:
         fetcher = RemoteImageFetcher(
@@ -162,11 +145,9 @@ def _init_state(
         request_timeout_s=settings.request_timeout_s,
         fetcher=fetcher,
     )
-    # Moderation reports verdicts (annotate) and never answers without one (fail closed); it
-    # shares the batcher and metrics with chat.
-    moderation_policy = dataclasses.replace(policy, mode="annotate", fail_policy="closed")
+    # Moderation shares the batcher and metrics with chat, so its work joins the same batches.
     state.serving_moderations = ServingModerations(
-        Guard(batcher, moderation_policy, metrics), fetcher=fetcher
+        Guard(batcher, policy.for_moderation(), metrics), fetcher=fetcher
     )
 
 

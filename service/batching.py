@@ -12,8 +12,8 @@ Failure contract:
 * ``fn`` raises or returns the wrong number of results → the batch is retried one item at a
   time (``isolate_failures``), so an item that makes ``fn`` fail fails only its own caller and
   a broken model fails every caller; with ``isolate_failures=False`` the batch's exception goes
-  straight to every caller. NOTE(h1): STYLE.md asks for the latter; the retry stops one
-  client's bad input from failing the other requests batched with it.
+  straight to every caller. STYLE.md section 3 asks for the latter; the retry is the default
+  because one client's bad input must not fail the other requests batched with it.
 * a caller cancelled while waiting (client disconnect) has its future cancelled; the batcher
   skips it before it takes a batch slot and never sets a result on a done future.
 """
@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from service.config import BatcherConfig
 from service.errors import GatewayTimeout, Overloaded, ServiceUnavailable
 
 T = TypeVar("T")
@@ -93,6 +94,21 @@ class DynamicBatcher(Generic[T, R]):
         self._inflight: list[_Entry[T, R]] = []  # the batch in the model call (failed on stop)
         self.isolate_failures = isolate_failures
         self._executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        fn: Callable[[list[T]], Sequence[R]],
+        config: BatcherConfig,
+        *,
+        cost: Callable[[T], int] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> DynamicBatcher[T, R]:
+        """A batcher with ``config``'s limits (``ServeSettings.batcher_config()``)."""
+        return cls(
+            fn, config.max_batch_size, config.max_wait_s, config.max_queue, config.queue_timeout_s,
+            cost=cost, max_batch_cost=config.max_batch_cost, on_batch=on_batch,
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -213,7 +229,8 @@ class DynamicBatcher(Generic[T, R]):
             entry.started = True
         if self._on_batch is not None:
             self._on_batch(len(batch), self.depth)
-        # NOTE(h1): ``_inflight`` is not cleared on cancellation, so ``stop()`` can fail it.
+        # ``_inflight`` is left set when this task is cancelled mid-call, so ``stop()`` can fail
+        # the callers of the batch that was in the model call.
         try:
             results = await self._call([e.item for e in batch])
         except Exception as exc:  # noqa: BLE001 - handled per the module docstring

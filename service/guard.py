@@ -5,9 +5,13 @@
 * ``Guard.check_output`` scores a response given its prompt; ``Guard.stream`` returns a
   ``StreamGuard`` that holds streamed text back until it is scored (block mode), so no token
   reaches the client unscored.
-* Policy: ``guard_mode`` block (flagged → ``decision.blocked``), annotate (verdict reported in the
-  body and ``x-guard-*`` headers) or shadow (logs and metrics only). A guard failure (backend
-  error, full queue, timeout) follows ``fail_policy``: open → the request proceeds with action
+* ``Guard.outcome(decision)`` says what serving does about a check: proceed, refuse with
+  ``REFUSAL_MESSAGE`` (``block_style=refusal``) or raise ``ContentFiltered``
+  (``block_style=error``), and whether the verdict is reported (annotate). Serving follows it;
+  ``service.serving.verdict_render`` turns reported verdicts into headers and the ``safety`` field.
+* Policy (``service.config.GuardPolicy``): ``mode`` block (flagged → ``decision.blocked``),
+  annotate (verdict reported) or shadow (logs and metrics only). A guard failure (backend error,
+  full queue, timeout) follows ``fail_policy``: open → the request proceeds with action
   ``fail_open``; closed → the error is raised (503, or 429/504 for overload and timeouts).
 * Every blocked, flagged or failed check is logged as one JSON line with the request id.
 
@@ -26,12 +30,11 @@ from typing import Literal
 
 from models.backends import GuardInput, Verdict
 from service.batching import BatchTiming, DynamicBatcher
+from service.config import Action, GuardPolicy
 from service.engines.base import ChatMessage
-from service.errors import APIError, GatewayTimeout, ServiceUnavailable
+from service.errors import APIError, ContentFiltered, GatewayTimeout, ServiceUnavailable
 from service.metrics import GuardMetrics
-from service.protocol import SafetyVerdict, TaskVerdict
 
-Action = Literal["allow", "block", "annotate", "shadow", "fail_open"]
 log = logging.getLogger("spaguard.guard")
 
 # The classifier truncates long inputs (MiniLM: 256 tokens, about 1000 characters of English), so
@@ -41,22 +44,7 @@ RESPONSE_SEGMENT_CHARS = 600
 RESPONSE_CONTEXT_CHARS = 400
 SEGMENT_OVERLAP_CHARS = 150
 
-MAX_HEADER_CATEGORIES = 8  # the body's ``safety`` field lists them all
-
 REFUSAL_MESSAGE = "I can't help with that request because it was flagged by the safety guard."
-
-
-@dataclass(frozen=True)
-class GuardPolicy:
-    """The policy knobs of ``ServeSettings``."""
-
-    mode: Literal["block", "annotate", "shadow"] = "block"
-    block_style: Literal["refusal", "error"] = "refusal"
-    fail_policy: Literal["open", "closed"] = "closed"
-    timeout_s: float = 10.0
-    stream_holdback_chars: int = 64
-    # None: the first release waits for a full window like the others.
-    stream_first_release_chars: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,11 +60,25 @@ class GuardDecision:
     def blocked(self) -> bool:
         return self.action == "block"
 
-    def task_verdict(self) -> TaskVerdict | None:
-        v = self.verdict
-        if v is None:
-            return None
-        return TaskVerdict(flagged=v.flagged, unsafe_prob=v.unsafe_prob, categories=v.categories)
+
+@dataclass(frozen=True)
+class Outcome:
+    """What serving does after one check (``Guard.outcome``).
+
+    * ``kind="proceed"``: serve as usual (safe, shadow, annotate, failed open).
+    * ``kind="refuse"``: answer 200 with ``refusal`` as the assistant's content, in place of any
+      generated text, and ``finish_reason="content_filter"``; a refused prompt is not generated.
+    * ``kind="reject"``: raise ``error`` (400, code ``content_filter``) instead of answering.
+
+    ``report``: the verdict goes in the body's ``safety`` field and the ``x-guard-*`` headers.
+    A stream already under way follows ``StreamStep.blocked`` instead: text that was sent cannot
+    be replaced, so a block ends the stream with ``finish_reason="content_filter"``.
+    """
+
+    kind: Literal["proceed", "refuse", "reject"]
+    report: bool
+    refusal: str | None = None  # set iff kind == "refuse"
+    error: ContentFiltered | None = None  # set iff kind == "reject"
 
 
 def prompt_input(messages: Sequence[ChatMessage]) -> GuardInput:
@@ -122,8 +124,8 @@ class Guard:
         """Score ``response[start:]`` (with up to ``SEGMENT_OVERLAP_CHARS`` before it as context)
         given its prompt, as windows of ``RESPONSE_SEGMENT_CHARS``.
 
-        NOTE(h1): the prompt images are not re-sent; their OCR text from the prompt verdict is
-        used instead, so a stream scored every few tokens does not re-run OCR each time. Only the
+        The prompt images are not re-sent; their OCR text from the prompt verdict is used
+        instead, so a stream scored every few tokens does not re-run OCR each time. Only the
         prompt's tail (``RESPONSE_CONTEXT_CHARS``) goes along, so the response keeps most of
         the classifier's token budget.
         """
@@ -137,6 +139,17 @@ class Guard:
         self, request_id: str, prompt: GuardInput, prompt_decision: GuardDecision
     ) -> StreamGuard:
         return StreamGuard(self, request_id, prompt, prompt_decision)
+
+    def outcome(self, decision: GuardDecision) -> Outcome:
+        """What serving does about ``decision``; see ``Outcome``. Never raises."""
+        report = self.policy.mode == "annotate"
+        if not decision.blocked:
+            return Outcome("proceed", report)
+        if self.policy.block_style == "error":
+            what = "request" if decision.task == "prompt" else "response"
+            return Outcome("reject", report,
+                           error=ContentFiltered(f"the {what} was blocked by the safety guard"))
+        return Outcome("refuse", report, refusal=REFUSAL_MESSAGE)
 
     async def _check(self, request_id: str, task: str, items: list[GuardInput]) -> GuardDecision:
         start = time.perf_counter()
@@ -158,11 +171,7 @@ class Guard:
         self.metrics.request_duration.labels("total").observe(time.perf_counter() - start)
         if verdict.task != task:
             log.warning("backend answered task %r for a %r item", verdict.task, task)
-        action: Action = "allow"
-        if verdict.flagged:
-            action = {"block": "block", "annotate": "annotate", "shadow": "shadow"}[
-                self.policy.mode
-            ]
+        action: Action = self.policy.mode if verdict.flagged else "allow"
         decision = GuardDecision(task, action, verdict, timing)
         self._record(request_id, decision)
         return decision
@@ -188,41 +197,6 @@ class Guard:
             self.metrics.categories.labels(d.task, category).inc()
         if d.verdict.flagged:
             _log_event(request_id, d.task, d.action, d.verdict, None)
-
-    # --- presentation ---------------------------------------------------------------------------
-
-    def safety(self, *decisions: GuardDecision | None) -> SafetyVerdict | None:
-        """The ``safety`` body field: only in annotate mode."""
-        if self.policy.mode != "annotate":
-            return None
-        found = [d for d in decisions if d is not None]
-        by_task = {d.task: d for d in found}
-        return SafetyVerdict(
-            action=_overall_action(found),
-            prompt=by_task["prompt"].task_verdict() if "prompt" in by_task else None,
-            response=by_task["response"].task_verdict() if "response" in by_task else None,
-        )
-
-    def headers(self, *decisions: GuardDecision | None) -> dict[str, str]:
-        """``x-guard-*`` headers: timings always; the verdict only in annotate mode."""
-        found = [d for d in decisions if d is not None]
-        timings = [d.timing for d in found if d.timing is not None]
-        headers = {
-            "x-guard-queue-time": f"{sum(t.queue_s for t in timings):.6f}",
-            "x-guard-inference-time": f"{sum(t.inference_s for t in timings):.6f}",
-        }
-        if self.policy.mode != "annotate":
-            return headers
-        headers["x-guard-action"] = _overall_action(found)
-        for d in found:
-            if d.verdict is None:
-                continue
-            headers[f"x-guard-{d.task}-flagged"] = str(d.verdict.flagged).lower()
-            headers[f"x-guard-{d.task}-unsafe-prob"] = f"{d.verdict.unsafe_prob:.4f}"
-            top = sorted(d.verdict.categories.items(), key=lambda kv: -kv[1])[:MAX_HEADER_CATEGORIES]
-            # Taxonomy keys hold spaces and '&' (fine in header values) but never ',' or '='.
-            headers[f"x-guard-{d.task}-categories"] = ",".join(f"{k}={p:.4f}" for k, p in top)
-        return headers
 
 
 def text_windows(text: str, size: int, start: int = 0) -> list[str]:
@@ -250,14 +224,6 @@ def _most_unsafe(verdicts: list[Verdict]) -> Verdict:
                 merged[key] = max(p, merged.get(key, 0.0))
     return Verdict(task=top.task, unsafe_prob=top.unsafe_prob, flagged=any(v.flagged for v in verdicts),
                    categories=categories, scores=scores, ocr_text=verdicts[0].ocr_text)
-
-
-_SEVERITY: tuple[Action, ...] = ("allow", "shadow", "annotate", "fail_open", "block")
-
-
-def _overall_action(decisions: Sequence[GuardDecision]) -> Action:
-    actions = [d.action for d in decisions] or ["allow"]
-    return max(actions, key=_SEVERITY.index)
 
 
 def _classify_failure(exc: BaseException) -> tuple[str, APIError]:
@@ -319,12 +285,11 @@ class StreamGuard:
 
     @property
     def _window(self) -> int:
-        """Characters to collect before the next scoring. NOTE(lead): the first release uses a
-        shorter window so time to first token stays short; it is scored like any other."""
+        """Characters to collect before the next scoring. The first release uses a shorter
+        window so time to first token stays short; it is scored like any other."""
         policy = self.guard.policy
-        first = policy.stream_first_release_chars
-        if self.scored_upto == 0 and first is not None:
-            return min(first, policy.stream_holdback_chars)
+        if self.scored_upto == 0:
+            return min(policy.stream_first_release_chars, policy.stream_holdback_chars)
         return policy.stream_holdback_chars
 
     @property

@@ -9,11 +9,11 @@ the guard's verdict in ``annotate`` mode.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.config import Action
 from service.engines.base import SamplingParams
 from service.settings import DEFAULT_MAX_TOKENS, MAX_CHARS, MAX_MESSAGES, MAX_TOKENS
 
@@ -134,16 +134,12 @@ class TaskVerdict(BaseModel):
 class SafetyVerdict(BaseModel):
     """What the guard decided for one request; ``action`` is what it did about it."""
 
-    action: Literal["allow", "block", "annotate", "shadow", "fail_open"]
+    action: Action
     prompt: TaskVerdict | None = None
     response: TaskVerdict | None = None
 
 
 # --- Responses --------------------------------------------------------------------------------
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
 
 
 class UsageInfo(BaseModel):
@@ -166,7 +162,7 @@ class ChatCompletionChoice(BaseModel):
 
 
 class ChatCompletionResponse(BaseModel):
-    id: str = Field(default_factory=_completion_id)
+    id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
@@ -249,6 +245,10 @@ class ModerationRequest(_Open):
         return value
 
 
+InputType = Literal["text", "image"]
+"""What a moderation result was scored on (OpenAI's ``category_applied_input_types`` values)."""
+
+
 class ModerationResult(BaseModel):
     """One moderated input: OpenAI's fields over its 13 category names, plus ``spa_vl``, the
     classifier's own verdict (fired SPA-VL taxonomy nodes and their probabilities)."""
@@ -256,11 +256,11 @@ class ModerationResult(BaseModel):
     flagged: bool
     categories: dict[str, bool]
     category_scores: dict[str, float]
-    category_applied_input_types: dict[str, list[Literal["text", "image"]]]
+    category_applied_input_types: dict[str, list[InputType]]
     spa_vl: TaskVerdict
 
 
 class ModerationResponse(BaseModel):
-    id: str = Field(default_factory=lambda: f"modr-{uuid.uuid4().hex}")
+    id: str
     model: str
     results: list[ModerationResult]

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.engines import ENGINE_KINDS
-from service.engines.base import EngineConfig
+from service.config import BatcherConfig, BlockStyle, FailPolicy, GuardMode, GuardPolicy
+from service.engines.base import EngineConfig, EngineKind
 
 # --- Request limits (named constants; see service/serve.py docstring) -------------------------
 MAX_IMAGES_PER_REQUEST = 8
@@ -32,9 +32,6 @@ DEFAULT_MAX_TOKENS = 256  # when the client does not ask
 MAX_MODERATION_INPUTS = 32  # /v1/moderations strings per request; each is one classifier item (or more if long)
 MAX_BODY_BYTES = MAX_IMAGES_PER_REQUEST * MAX_IMAGE_BYTES * 4 // 3 + 1024 * 1024  # base64 + text
 MAX_ERROR_MESSAGE_CHARS = 300  # error messages are capped and never echo request content
-
-EngineKind = Literal["transformers", "openai", "vllm", "fake"]
-assert set(typing.get_args(EngineKind)) == set(ENGINE_KINDS), "keep EngineKind in sync"
 
 
 class ServeSettings(BaseModel):
@@ -83,12 +80,12 @@ class ServeSettings(BaseModel):
     """Let the ONNX backends' idle threads busy-wait between calls. On cores the guard has to itself
     this cuts batch-1 latency (6.3 -> 4.7 ms fp32 on 2 idle cores); on shared cores it steals them from
     OCR and the event loop (3x slower at batch 8 under load), hence off (docs/benchmarks.md)."""
-    guard_mode: Literal["block", "annotate", "shadow"] = "block"
+    guard_mode: GuardMode = "block"
     """block: refuse flagged prompts/responses; annotate: add the verdict to the body and x-guard-*
     headers; shadow: score and record (logs, metrics) without changing responses."""
-    block_style: Literal["refusal", "error"] = "refusal"
+    block_style: BlockStyle = "refusal"
     """refusal: 200 with a refusal and finish_reason content_filter; error: 400 with code content_filter."""
-    fail_policy: Literal["open", "closed"] = "closed"
+    fail_policy: FailPolicy = "closed"
     """When the guard errors or times out: open lets the request through, closed answers 503."""
     guard_timeout_s: float = Field(10.0, gt=0)
     """Longest wait for one guard verdict, queueing included (then the fail policy applies)."""
@@ -141,8 +138,24 @@ class ServeSettings(BaseModel):
             raise ValueError(f"--guard-artifact {self.guard_artifact} does not exist")
         return self
 
+    def guard_policy(self) -> GuardPolicy:
+        """What the chat guard applies (``service.guard.Guard``)."""
+        return GuardPolicy(
+            mode=self.guard_mode, block_style=self.block_style, fail_policy=self.fail_policy,
+            timeout_s=self.guard_timeout_s, stream_holdback_chars=self.stream_holdback_chars,
+            stream_first_release_chars=self.stream_first_release_chars,
+        )
+
+    def batcher_config(self, backend_max_batch_size: int) -> BatcherConfig:
+        """The classifier batcher's limits; a batch never exceeds what the backend takes."""
+        return BatcherConfig(
+            max_batch_size=min(self.max_batch_size, backend_max_batch_size),
+            max_wait_s=self.max_wait_ms / 1000.0, max_queue=self.max_queue,
+            queue_timeout_s=self.queue_timeout_s, max_batch_cost=self.max_batch_images,
+        )
+
     def engine_config(self) -> EngineConfig:
-        """The engine part of the settings."""
+        """What ``service.engines.build_engine`` builds the engine from."""
         return EngineConfig(
             kind=self.engine,
             model=self.model,

@@ -5,9 +5,11 @@ Implementations are imported lazily so that, e.g., the transformers engine never
 
 from __future__ import annotations
 
-from service.engines.base import EngineClient, EngineConfig
+import typing
 
-ENGINE_KINDS = ("transformers", "openai", "vllm", "fake")
+from service.engines.base import EngineClient, EngineConfig, EngineKind
+
+ENGINE_KINDS: tuple[EngineKind, ...] = typing.get_args(EngineKind)
 
 
 def build_engine(config: EngineConfig) -> EngineClient:

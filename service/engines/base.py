@@ -91,9 +91,13 @@ class EngineBadRequest(EngineError):
     status = 400
 
 
+EngineKind = Literal["transformers", "openai", "vllm", "fake"]
+"""The engine implementations ``service.engines.build_engine`` knows (``--engine`` choices)."""
+
+
 @dataclass(frozen=True)
 class EngineConfig:
-    """How to build an engine; filled from the service settings.
+    """How to build an engine; built by ``ServeSettings.engine_config()``.
 
     kind: "transformers" (in-process, CPU default), "openai" (HTTP upstream), "vllm" (in-process
     AsyncLLM), "fake" (scripted, tests only).
@@ -101,7 +105,7 @@ class EngineConfig:
     random-weights LLaVA built from a config.
     """
 
-    kind: str = "transformers"
+    kind: EngineKind = "transformers"
     model: str | None = None
     served_model_name: str | None = None
     upstream_url: str | None = None

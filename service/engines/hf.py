@@ -386,7 +386,8 @@ class TransformersEngine:
         if params.presence_penalty or params.frequency_penalty:
             width = inputs["input_ids"].shape[1]
             processors.append(_PenaltyProcessor(width, params.presence_penalty, params.frequency_penalty))
-        # NOTE(helper2): fork the RNG so a request's seed reproduces its batch without leaking state.
+        # A forked RNG: a request's seed then reproduces its batch, and seeding it does not change
+        # the global RNG that later unseeded requests draw from.
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
             if params.seed is not None:
                 torch.manual_seed(params.seed)

@@ -11,7 +11,7 @@ async def list_models(raw: Request) -> ModelList:
     state = raw.app.state
     card = ModelCard(
         id=state.serving_chat.model_name,
-        random_weights=bool(getattr(state.engine, "random_weights", False)),
+        random_weights=state.engine.random_weights,
         guard={"backend": state.guard_backend_name, "mode": state.settings.guard_mode},
     )
     return ModelList(data=[card])

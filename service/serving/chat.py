@@ -1,9 +1,11 @@
 """``ServingChat.create_chat_completion``: the guarded chat pipeline.
 
 validate → load images → ``guard.check_input`` → ``engine.generate`` → ``guard.check_output`` →
-build. Returns a ``ChatResult`` holding either a response body or an async iterator of SSE
-strings, plus the ``x-guard-*`` headers. Errors are raised (``APIError``/``EngineError``) before
-a stream starts; once streaming, an error becomes one error event. Every stream ends with
+build. After each check it does what ``guard.outcome`` says (proceed, refuse, or raise); streamed
+text follows the ``StreamGuard``; ``service.serving.verdict_render`` renders the verdicts.
+Returns a ``ChatResult`` holding either a response body or an async iterator of SSE strings, plus
+the ``x-guard-*`` headers. Errors are raised (``APIError``/``EngineError``) before a stream
+starts; once streaming, an error becomes one error event. Every stream ends with
 ``data: [DONE]`` unless the client went away. A client disconnect or a timeout cancels the work
 and calls ``engine.abort(request_id)``.
 """
@@ -21,14 +23,8 @@ import anyio
 from starlette.requests import Request
 
 from service.engines.base import EngineClient, EngineError, EngineOutput, EngineRequest
-from service.errors import (
-    APIError,
-    ContentFiltered,
-    GatewayTimeout,
-    NotFound,
-    from_engine_error,
-)
-from service.guard import REFUSAL_MESSAGE, Guard, GuardDecision, prompt_input
+from service.errors import APIError, GatewayTimeout, NotFound, from_engine_error
+from service.guard import Guard, GuardDecision, Outcome, prompt_input
 from service.images import RemoteImageFetcher
 from service.metrics import GuardMetrics
 from service.protocol import (
@@ -42,8 +38,9 @@ from service.protocol import (
     SafetyVerdict,
     UsageInfo,
 )
-from service.serving.base import DONE, run_cancellable, sse, sse_error
 from service.serving.messages import to_engine_messages
+from service.serving.sse import DONE, run_cancellable, sse, sse_error
+from service.serving.verdict_render import guard_headers, safety_field
 
 log = logging.getLogger("spaguard.chat")
 
@@ -71,6 +68,7 @@ class _Ctx:
     req: ChatCompletionRequest
     request_id: str
     model: str
+    report: bool = False  # show the verdict (Outcome.report, the same for every check)
     created: int = field(default_factory=lambda: int(time.time()))
 
     def chunk(
@@ -120,9 +118,11 @@ class ServingChat:
         messages = await to_engine_messages(req.messages, self.fetcher)
         prompt = prompt_input(messages)
         decision = await self.guard.check_input(ctx.request_id, prompt)
-        headers = self.guard.headers(decision) | {"x-request-id": ctx.request_id}
-        if decision.blocked:
-            return self._blocked_prompt(ctx, decision, headers)
+        outcome = self.guard.outcome(decision)
+        ctx.report = outcome.report
+        headers = guard_headers(decision, report=ctx.report) | {"x-request-id": ctx.request_id}
+        if outcome.kind != "proceed":
+            return self._blocked_prompt(ctx, decision, outcome, headers)
         engine_req = EngineRequest(ctx.request_id, messages, req.to_engine_params())
         if req.stream:
             return ChatResult(stream=self._stream(ctx, engine_req, decision), headers=headers)
@@ -131,40 +131,46 @@ class ServingChat:
             lambda: self.engine.abort(ctx.request_id),
         )
         out = await self.guard.check_output(ctx.request_id, prompt, decision, gen.text)
-        headers = self.guard.headers(decision, out) | {"x-request-id": ctx.request_id}
+        outcome = self.guard.outcome(out)
+        headers = guard_headers(decision, out, report=ctx.report) | {"x-request-id": ctx.request_id}
+        if outcome.error is not None:
+            raise outcome.error
         text, finish = gen.text, gen.finish_reason
-        if out.blocked:
-            if self.guard.policy.block_style == "error":
-                raise ContentFiltered("the response was blocked by the safety guard")
-            text, finish = REFUSAL_MESSAGE, "content_filter"
+        if outcome.refusal is not None:
+            text, finish = outcome.refusal, "content_filter"
         body = ChatCompletionResponse(
             id=ctx.request_id, created=ctx.created, model=self.model_name,
             choices=[ChatCompletionChoice(message=AssistantMessage(content=text),
                                           finish_reason=finish)],
-            usage=gen.usage, safety=self.guard.safety(decision, out),
+            usage=gen.usage, safety=safety_field(decision, out, report=ctx.report),
         )
         return ChatResult(body=body, headers=headers)
 
     def _blocked_prompt(
-        self, ctx: _Ctx, decision: GuardDecision, headers: dict[str, str]
+        self, ctx: _Ctx, decision: GuardDecision, outcome: Outcome, headers: dict[str, str]
     ) -> ChatResult:
-        """A blocked prompt: 400 (``block_style=error``) or a refusal, with no generation."""
-        if self.guard.policy.block_style == "error":
-            raise ContentFiltered("the request was blocked by the safety guard")
-        safety = self.guard.safety(decision)
+        """A prompt the guard refused or rejected: the error is raised, or the refusal is the
+        answer; nothing is generated."""
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.refusal is not None  # Outcome: kind "refuse"
+        safety = safety_field(decision, report=ctx.report)
         if ctx.req.stream:
-            return ChatResult(stream=self._refusal_stream(ctx, safety), headers=headers)
+            return ChatResult(stream=self._refusal_stream(ctx, outcome.refusal, safety),
+                              headers=headers)
         body = ChatCompletionResponse(
             id=ctx.request_id, created=ctx.created, model=self.model_name,
-            choices=[ChatCompletionChoice(message=AssistantMessage(content=REFUSAL_MESSAGE),
+            choices=[ChatCompletionChoice(message=AssistantMessage(content=outcome.refusal),
                                           finish_reason="content_filter")],
             usage=UsageInfo(), safety=safety,
         )
         return ChatResult(body=body, headers=headers)
 
-    async def _refusal_stream(self, ctx: _Ctx, safety: SafetyVerdict | None) -> AsyncIterator[str]:
+    async def _refusal_stream(
+        self, ctx: _Ctx, refusal: str, safety: SafetyVerdict | None
+    ) -> AsyncIterator[str]:
         yield ctx.chunk(DeltaMessage(role="assistant", content=""))
-        yield ctx.chunk(DeltaMessage(content=REFUSAL_MESSAGE))
+        yield ctx.chunk(DeltaMessage(content=refusal))
         yield ctx.chunk(DeltaMessage(), finish="content_filter", safety=safety)
         if ctx.req.include_usage:
             yield ctx.chunk(usage=UsageInfo())
@@ -261,7 +267,7 @@ class ServingChat:
             await self.engine.abort(ctx.request_id)
             finish = "content_filter"
         yield ctx.chunk(DeltaMessage(), finish=finish,
-                        safety=self.guard.safety(decision, holdback.last))
+                        safety=safety_field(decision, holdback.last, report=ctx.report))
         if ctx.req.include_usage:
             yield ctx.chunk(usage=usage)
 

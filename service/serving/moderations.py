@@ -16,9 +16,9 @@ Result semantics:
   category (the classifier reads text and images, including the text inside images, for all).
 * ``spa_vl``: the classifier's verdict (probability, flag, fired nodes).
 
-The guard here always annotates and fails closed: a moderation answer without a verdict would be
-a silent pass. Limits: ``MAX_MODERATION_INPUTS`` strings (400), ``MAX_IMAGES_PER_REQUEST`` images
-(400), ``MAX_CHARS`` characters in all (413).
+The guard here always annotates and fails closed (``GuardPolicy.for_moderation``): a moderation
+answer without a verdict would be a silent pass. Limits: ``MAX_MODERATION_INPUTS`` strings (400),
+``MAX_IMAGES_PER_REQUEST`` images (400), ``MAX_CHARS`` characters in all (413).
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ from service.guard import Guard, GuardDecision
 from service.images import RemoteImageFetcher, load_image
 from service.protocol import (
     ImagePartParam,
+    InputType,
     ModerationRequest,
     ModerationResponse,
     ModerationResult,
-    TaskVerdict,
     TextPart,
 )
+from service.serving.verdict_render import moderation_headers, task_verdict
 from service.settings import MAX_CHARS, MAX_IMAGES_PER_REQUEST, MAX_MODERATION_INPUTS
 
 PROJECTION_TARGET = "openai"
@@ -58,7 +59,7 @@ class ServingModerations:
         self, guard: Guard, model_name: str = MODERATION_MODEL_NAME,
         fetcher: RemoteImageFetcher | None = None,
     ) -> None:
-        if guard.policy.mode != "annotate" or guard.policy.fail_policy != "closed":
+        if guard.policy != guard.policy.for_moderation():
             raise ValueError("the moderation guard must annotate and fail closed")
         self.guard = guard
         self.model_name = model_name
@@ -81,7 +82,7 @@ class ServingModerations:
         decisions = await self._check_all(request_id, items)
         results = [self._result(item, d) for item, d in zip(items, decisions)]
         body = ModerationResponse(id=request_id, model=self.model_name, results=results)
-        return body, _headers(request_id, decisions)
+        return body, {"x-request-id": request_id, **moderation_headers(decisions)}
 
     async def _check_all(self, request_id: str, items: list[GuardInput]) -> list[GuardDecision]:
         """Score all items concurrently (they share batches). The first failure (e.g. 429 when
@@ -126,22 +127,16 @@ class ServingModerations:
         # Every fired node counts as 1.0, so a category is true iff some fired node maps to it.
         fired = project_scores(dict.fromkeys(verdict.categories, 1.0), PROJECTION_TARGET)
         categories = {name: fired[name] == 1.0 for name in self.names}
-        types: list[str] = (["text"] if item.text.strip() else []) + (["image"] if item.images else [])
+        types: list[InputType] = []
+        if item.text.strip():
+            types.append("text")
+        if item.images:
+            types.append("image")
         return ModerationResult(
             flagged=verdict.flagged or any(categories.values()),
             categories=categories,
             category_scores={name: scores[name] for name in self.names},
-            category_applied_input_types={name: list(types) for name in self.names},  # type: ignore[misc]
-            spa_vl=TaskVerdict(flagged=verdict.flagged, unsafe_prob=verdict.unsafe_prob,
-                               categories=dict(verdict.categories)),
+            category_applied_input_types={name: list(types) for name in self.names},
+            spa_vl=task_verdict(verdict),
         )
 
-
-def _headers(request_id: str, decisions: list[GuardDecision]) -> dict[str, str]:
-    """Guard timings: the inputs are scored concurrently, so the slowest one counts."""
-    timings = [d.timing for d in decisions if d.timing is not None]
-    return {
-        "x-request-id": request_id,
-        "x-guard-queue-time": f"{max((t.queue_s for t in timings), default=0.0):.6f}",
-        "x-guard-inference-time": f"{max((t.inference_s for t in timings), default=0.0):.6f}",
-    }

@@ -1,8 +1,9 @@
-"""Guard policy: every mode, fail-open/closed, hold-back window, headers and safety field."""
+"""Guard policy: every mode, outcomes, fail-open/closed, hold-back window, headers and safety field."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,17 +12,19 @@ import pytest
 from models.backends import GuardInput
 from service.batching import DynamicBatcher
 from service.engines.base import ChatMessage, ImagePart
-from service.errors import GatewayTimeout, Overloaded, ServiceUnavailable
+from service.errors import ContentFiltered, GatewayTimeout, Overloaded, ServiceUnavailable
 from service.guard import (
     PROMPT_SEGMENT_CHARS,
+    REFUSAL_MESSAGE,
     RESPONSE_SEGMENT_CHARS,
     SEGMENT_OVERLAP_CHARS,
     Guard,
-    GuardPolicy,
     prompt_input,
     text_windows,
 )
 from service.metrics import GuardMetrics
+from service.serving.verdict_render import guard_headers, safety_field
+from service.settings import ServeSettings
 from tests.fakes import FakeBackend
 
 SAFE = GuardInput(text="how do plants grow")
@@ -42,7 +45,8 @@ async def make_guard() -> AsyncIterator:
         batcher = DynamicBatcher(backend.score, 8, 0.0, 16, 1.0)
         batcher.start()
         started.append(batcher)
-        return Guard(batcher, GuardPolicy(**policy), GuardMetrics()), backend
+        knobs = dataclasses.replace(ServeSettings().guard_policy(), **policy)
+        return Guard(batcher, knobs, GuardMetrics()), backend
 
     yield make
     for b in started:
@@ -82,12 +86,12 @@ async def test_modes(make_guard, mode: str, flagged_action: str) -> None:
 async def test_annotate_headers_and_safety_field(make_guard) -> None:
     guard, _ = await make_guard(mode="annotate")
     d = await guard.check_input("r", UNSAFE)
-    headers = guard.headers(d)
+    headers = guard_headers(d, report=guard.outcome(d).report)
     assert headers["x-guard-action"] == "annotate"
     assert headers["x-guard-prompt-flagged"] == "true"
     assert headers["x-guard-prompt-categories"] == "Violence=0.9700"
     assert float(headers["x-guard-queue-time"]) >= 0
-    safety = guard.safety(d)
+    safety = safety_field(d, report=guard.outcome(d).report)
     assert safety is not None and safety.prompt is not None and safety.prompt.flagged
     assert safety.prompt.categories == {"Violence": 0.97}
 
@@ -96,8 +100,37 @@ async def test_block_and_shadow_do_not_expose_the_verdict(make_guard) -> None:
     for mode in ("block", "shadow"):
         guard, _ = await make_guard(mode=mode)
         d = await guard.check_input("r", UNSAFE)
-        assert guard.safety(d) is None
-        assert set(guard.headers(d)) == {"x-guard-queue-time", "x-guard-inference-time"}
+        report = guard.outcome(d).report
+        assert safety_field(d, report=report) is None
+        assert set(guard_headers(d, report=report)) == {"x-guard-queue-time", "x-guard-inference-time"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "block_style", "kind"),
+    [("block", "refusal", "refuse"), ("block", "error", "reject"), ("annotate", "error", "proceed"),
+     ("shadow", "refusal", "proceed")],
+)
+async def test_outcome_of_a_flagged_check(make_guard, mode: str, block_style: str, kind: str) -> None:
+    guard, _ = await make_guard(mode=mode, block_style=block_style)
+    prompt = await guard.check_input("r", UNSAFE)
+    response = await guard.check_output("r", SAFE, await guard.check_input("r", SAFE), "a poison")
+    for d, what in ((prompt, "request"), (response, "response")):
+        out = guard.outcome(d)
+        assert out.kind == kind and out.report == (mode == "annotate")
+        assert out.refusal == (REFUSAL_MESSAGE if kind == "refuse" else None)
+        if kind == "reject":
+            assert isinstance(out.error, ContentFiltered) and out.error.status == 400
+            assert out.error.code == "content_filter" and what in out.error.message
+        else:
+            assert out.error is None
+
+
+async def test_outcome_proceeds_when_safe_or_failed_open(make_guard) -> None:
+    guard, backend = await make_guard(mode="block", fail_policy="open")
+    assert guard.outcome(await guard.check_input("r", SAFE)).kind == "proceed"
+    backend.fail = True
+    failed = await guard.check_input("r", UNSAFE)
+    assert failed.action == "fail_open" and guard.outcome(failed).kind == "proceed"
 
 
 async def test_fail_closed_raises_503_and_counts(make_guard, caplog) -> None:
@@ -216,7 +249,7 @@ async def test_long_response_is_scored_in_windows(make_guard) -> None:
 
 async def test_stream_with_large_holdback_scores_all_new_text(make_guard) -> None:
     guard, _ = await make_guard(FakeBackend(max_chars=RESPONSE_SEGMENT_CHARS),
-                                stream_holdback_chars=5000)
+                                stream_holdback_chars=5000, stream_first_release_chars=5000)
     d = await guard.check_input("r", SAFE)
     sg = guard.stream("r", SAFE, d)
     await sg.push("x" * 1000)

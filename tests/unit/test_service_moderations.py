@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from pydantic import ValidationError
 
 from models.backends import GuardInput, Verdict, project_scores, target_names
 from service.batching import DynamicBatcher
+from service.config import GuardPolicy
 from service.errors import InvalidRequest, NotFound, Overloaded, PayloadTooLarge, ServiceUnavailable
-from service.guard import PROMPT_SEGMENT_CHARS, Guard, GuardPolicy
+from service.guard import PROMPT_SEGMENT_CHARS, Guard
 from service.metrics import GuardMetrics
 from service.protocol import ModerationRequest
 from service.serving.moderations import MAX_MODERATION_INPUTS, ServingModerations
-from service.settings import MAX_CHARS, MAX_IMAGES_PER_REQUEST
+from service.settings import MAX_CHARS, MAX_IMAGES_PER_REQUEST, ServeSettings
 from tests.fakes import FakeBackend, png_bytes, png_data_url
 
 WEAPON = "Malicious Use/Security threats/weapon"  # → illicit/violent
@@ -26,6 +27,11 @@ PRIVACY_LIKE = "Information & Safety Harms"  # a domain with no OpenAI counterpa
 OPENAI_13 = ["harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
              "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions",
              "sexual", "sexual/minors", "violence", "violence/graphic"]
+
+
+def _policy(**knobs: object) -> GuardPolicy:
+    """The default settings' guard policy with ``knobs`` changed."""
+    return replace(ServeSettings().guard_policy(), **knobs)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -74,7 +80,7 @@ async def make() -> AsyncIterator:
         batcher.start()
         started.append(batcher)
         policy = {"mode": "annotate", "fail_policy": "closed", **policy}
-        return ServingModerations(Guard(batcher, GuardPolicy(**policy), GuardMetrics()))
+        return ServingModerations(Guard(batcher, _policy(**policy), GuardMetrics()))
 
     yield _make
     for b in started:
@@ -201,7 +207,7 @@ async def test_full_guard_queue_is_429_and_cancels_the_sibling_inputs() -> None:
     batcher = DynamicBatcher(backend.score, 1, 0.0, 1, 5.0)  # one in flight, one queued
     batcher.start()
     try:
-        serving = ServingModerations(Guard(batcher, GuardPolicy(mode="annotate"), GuardMetrics()))
+        serving = ServingModerations(Guard(batcher, _policy(mode="annotate"), GuardMetrics()))
         with pytest.raises(Overloaded):  # the APIError itself, not an ExceptionGroup
             await serving.create_moderation(ModerationRequest(input=["a", "b", "c"]))
         body, _ = await serving.create_moderation(ModerationRequest(input="tea"))  # still serving
@@ -213,6 +219,6 @@ async def test_full_guard_queue_is_429_and_cancels_the_sibling_inputs() -> None:
 
 def test_moderation_guard_must_annotate_and_fail_closed() -> None:
     batcher = DynamicBatcher(FakeBackend().score, 4, 0.0, 8, 1.0)
-    for policy in (GuardPolicy(mode="block"), GuardPolicy(mode="annotate", fail_policy="open")):
+    for policy in (_policy(mode="block"), _policy(mode="annotate", fail_policy="open")):
         with pytest.raises(ValueError, match="annotate and fail closed"):
             ServingModerations(Guard(batcher, policy, GuardMetrics()))

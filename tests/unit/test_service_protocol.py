@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from service.config import BatcherConfig, GuardPolicy
 from service.engines.base import EngineError, EngineTimeout, EngineUnavailable
 from service.errors import (
     ContentFiltered,
@@ -108,6 +109,21 @@ def test_settings_cli_yaml_and_precedence(tmp_path) -> None:
     assert load_settings(["--guard-spin"]).guard_spin is True and load_settings([]).guard_spin is False
 
 
+
+def test_settings_build_the_guard_policy_and_batcher_config() -> None:
+    s = load_settings(["--guard-mode", "annotate", "--max-batch-size", "32", "--max-wait-ms", "20",
+                       "--max-queue", "64"])
+    # Every knob from the settings; the serve defaults are the only defaults.
+    assert s.guard_policy() == GuardPolicy(mode="annotate", block_style="refusal", fail_policy="closed",
+                                           timeout_s=10.0, stream_holdback_chars=64,
+                                           stream_first_release_chars=16)
+    assert s.guard_policy().for_moderation() == s.guard_policy()  # already annotate + closed
+    shadow_open = load_settings(["--guard-mode", "shadow", "--fail-policy", "open"]).guard_policy()
+    moderation = shadow_open.for_moderation()
+    assert (moderation.mode, moderation.fail_policy) == ("annotate", "closed")
+    assert s.batcher_config(backend_max_batch_size=8) == BatcherConfig(
+        max_batch_size=8, max_wait_s=0.02, max_queue=64, queue_timeout_s=5.0, max_batch_cost=16)
+    assert s.batcher_config(backend_max_batch_size=64).max_batch_size == 32
 @pytest.mark.parametrize(
     "argv",
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from types import SimpleNamespace
 from collections.abc import AsyncIterator
@@ -12,10 +13,11 @@ import pytest
 from service.batching import DynamicBatcher
 from service.engines.fake import FakeEngineClient
 from service.errors import ClientDisconnected, ContentFiltered, GatewayTimeout
-from service.guard import REFUSAL_MESSAGE, Guard, GuardPolicy
+from service.guard import REFUSAL_MESSAGE, Guard
 from service.metrics import GuardMetrics
 from service.protocol import ChatCompletionRequest
 from service.serving.chat import ServingChat
+from service.settings import ServeSettings
 from tests.fakes import FakeBackend
 
 SCRIPT = {
@@ -40,7 +42,8 @@ async def make_serving() -> AsyncIterator:
         batcher.start()
         cleanup.append(batcher)
         policy.setdefault("stream_holdback_chars", 8)
-        guard = Guard(batcher, GuardPolicy(**policy), GuardMetrics())
+        guard = Guard(batcher, dataclasses.replace(ServeSettings().guard_policy(), **policy),
+                      GuardMetrics())
         return ServingChat(engine, guard, guard.metrics, "fake-vlm", timeout_s)
 
     yield make
