@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-# NOTE(helper3): torch's OpenMP workers busy-wait after each parallel region by default; interleaved
+# NOTE: torch's OpenMP workers busy-wait after each parallel region by default; interleaved
 # with ORT and OCR calls on 2 cores that spinning is charged to whichever backend runs next. Passive
 # waiting keeps the comparison fair (it must be set before torch loads libgomp).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -108,7 +108,7 @@ class StaticShapeRunner:
             for _ in range(self.warmup):
                 self.fn(static_in)
         torch.cuda.current_stream().wait_stream(side)
-        # NOTE(helper): one private memory pool per graph; a shared pool is only safe when graphs replay
+        # NOTE: one private memory pool per graph; a shared pool is only safe when graphs replay
         # in capture order, and the benchmark replays shapes in any order.
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
@@ -144,7 +144,7 @@ def build_encoder(tiny: bool, device: torch.device, dtype: torch.dtype, seed: in
 def encoder_forward(model: torch.nn.Module) -> Forward:
     """``input_ids (B, T) -> last_hidden_state (B, T, H)``, with no attention mask.
 
-    NOTE(helper): transformers drops an all-ones mask in eager mode but must keep it while a CUDA graph is
+    NOTE: transformers drops an all-ones mask in eager mode but must keep it while a CUDA graph is
     being captured (it cannot read the mask then), so passing one would time different attention kernels.
     """
 

@@ -122,7 +122,7 @@ class TorchBackend(_BackendBase):
 
         super().__init__(max_batch_size)
         if threads is not None:
-            # NOTE(helper3): torch's intra-op pool is process-wide; pinning here pins the process.
+            # NOTE: torch's intra-op pool is process-wide; pinning here pins the process.
             torch.set_num_threads(int(threads))
         self.device = torch.device(device)
         self.model = GuardClassifier.load(artifact).to(self.device).eval()
@@ -217,7 +217,7 @@ class OnnxBackend(_BackendBase):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.inter_op_num_threads = 1
-        # NOTE(helper3): ORT's idle intra-op threads spin-wait by default; on a small shared CPU they
+        # NOTE: ORT's idle intra-op threads spin-wait by default; on a small shared CPU they
         # steal the cores OCR, tokenization and the event loop need (guard_bench, onnx vs onnx-spin,
         # loaded 2-core box: same at batch 1, 2.7x faster at batch 8, 1.2x at 32). ``spin=True`` restores it.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")

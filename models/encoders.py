@@ -46,7 +46,7 @@ def load_text_encoder(name: str) -> torch.nn.Module:
 
 def load_image_processor(name: str) -> Any:
     """The image processor of a CLIP / SigLIP checkpoint."""
-    # NOTE(helper3): the top-level `transformers.AutoImageProcessor` is a torchvision-gated
+    # NOTE: the top-level `transformers.AutoImageProcessor` is a torchvision-gated
     # placeholder in transformers 5; the submodule class works, and the PIL backend needs no torchvision.
     from transformers.models.auto.image_processing_auto import AutoImageProcessor
 

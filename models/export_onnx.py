@@ -63,7 +63,7 @@ def export_onnx(model: Any, out_path: str | Path, metadata: dict[str, str] | Non
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        # NOTE(helper3): torch 2.13's exporter trips its own LeafSpec FutureWarning inside copyreg;
+        # NOTE: torch 2.13's exporter trips its own LeafSpec FutureWarning inside copyreg;
         # it is internal to torch.export and harmless here (pytest turns FutureWarning into errors).
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")

@@ -45,7 +45,7 @@ class Featurizer:
         self.max_length = min(config.max_length, int(self.tokenizer.model_max_length or config.max_length))
         self.uses_token_type_ids = "token_type_ids" in self.tokenizer.model_input_names
         self.image_processor = load_image_processor(config.image_encoder) if config.image_encoder else None
-        # NOTE(helper3): a fast tokenizer call sets truncation/padding state on the shared Rust object;
+        # NOTE: a fast tokenizer call sets truncation/padding state on the shared Rust object;
         # calls that change it (e.g. another caller with other settings) race with ours and can fail
         # with "Already borrowed" (huggingface/tokenizers#537), so tokenize under a lock.
         self._tokenize_lock = threading.Lock()

@@ -99,7 +99,7 @@ class OcrReader:
 
             cfg = self.config
             threads = -1 if cfg.threads is None else int(cfg.threads)
-            # NOTE(helper3): in rapidocr 1.4.4, det_limit_type="max" ignores det_limit_side_len (it picks
+            # NOTE: in rapidocr 1.4.4, det_limit_type="max" ignores det_limit_side_len (it picks
             # 960/1500/2000 from the image size) and "min" upscales small images to 736 px (slow), so the
             # size cap is applied by cap_side before the engine; images ≤ 960 px then pass unscaled.
             engine = RapidOCR(

@@ -50,7 +50,7 @@ INT8_RECIPES: dict[str, dict[str, Any]] = {"det": {}, "rec": {"op_types_to_quant
 _INT8_BUILDS: dict[str, int] = {"det": 0, "rec": 0}  # quantization runs in this process (tests check reuse)
 CALIB_UNCLIP_RATIO = 1.6
 """Detector box dilation of the calibration pipeline: rapidocr's default, not the reader's 2.0.
-NOTE(helper): recogniser activations calibrated on crops cut at 2.0 made the int8 recogniser drop
+NOTE: recogniser activations calibrated on crops cut at 2.0 made the int8 recogniser drop
 spaces: whitespace word recall 0.975 (calibrated at 1.6) -> 0.554 (at 2.0) on 40 seeded rendered
 PNG/JPEG pages read at the reader's 2.0, fp32 0.967; recall with spaces removed 0.992 for all three.
 The detector's calibration inputs precede box dilation, so its int8 file is the same either way."""

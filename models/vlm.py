@@ -52,7 +52,7 @@ TINY_IMAGE_SIZE = 32  # LLaVA: 32 px / patch 8 → 16 image tokens (CLS dropped)
 TINY_PATCH = 8
 TINY_MAX_POSITIONS = 512  # the tiny models' context length
 
-# NOTE(helper2): the tokenizer is byte-level BPE with no merges: every UTF-8 byte is one token, so
+# NOTE: the tokenizer is byte-level BPE with no merges: every UTF-8 byte is one token, so
 # any text round-trips without training a vocabulary (STYLE.md section 8, "byte tokenizer").
 _LLAVA_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
 _QWEN_SPECIALS = (
@@ -96,7 +96,7 @@ def build_byte_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """A byte-level tokenizer: ids 0..len(specials)-1 are ``specials``, then the 256 byte symbols."""
     vocab = {tok: i for i, tok in enumerate(specials)}
-    # NOTE(helper2): ``alphabet()`` is a set, so its order changes with PYTHONHASHSEED; sort it or
+    # NOTE: ``alphabet()`` is a set, so its order changes with PYTHONHASHSEED; sort it or
     # two processes build different vocabularies.
     for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab.setdefault(symbol, len(vocab))
@@ -155,7 +155,7 @@ def _build_llava(hidden: int) -> tuple[LlavaForConditionalGeneration, LlavaProce
 class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
     """``Qwen2VLProcessor`` without its video processor.
 
-    NOTE(helper2): transformers' only Qwen2-VL video processor imports torchvision, whose wheels here
+    NOTE: transformers' only Qwen2-VL video processor imports torchvision, whose wheels here
     are CUDA builds that break beside torch+cpu; images and text need nothing from it.
     """
 
@@ -210,7 +210,7 @@ def build_tiny_vlm(
         raise ValueError(f"unknown tiny VLM arch {arch!r}; expected one of {TINY_ARCHS}")
     if hidden_size < 16 or hidden_size % 16:
         raise ValueError(f"hidden_size must be a positive multiple of 16, got {hidden_size}")
-    # NOTE(helper2): fork the RNG so building a tiny model never perturbs the caller's random state.
+    # NOTE: fork the RNG so building a tiny model never perturbs the caller's random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, processor = _build_llava(hidden_size) if arch == "llava" else _build_qwen2_vl(hidden_size)
@@ -252,7 +252,7 @@ def load_processor(name_or_path: str, model_type: str, **hub_kwargs: Any) -> Any
     raise ValueError(f"{name_or_path}: AutoProcessor returned {type(processor).__name__} without an image processor")
 
 
-_load_processor = load_processor  # NOTE(helper2): training/align/dpo.py imported the private name first
+_load_processor = load_processor  # NOTE: training/align/dpo.py imported the private name first
 
 
 def load_vlm(

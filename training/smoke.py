@@ -90,7 +90,7 @@ def write_teacher_jsonl(out: Path, data: Path, reward_dir: Path) -> tuple[Path, 
                           "label_prompt_unsafe": None, "label_response_unsafe": label,
                           "soft_response_unsafe": p, "orig_category": row["class1"],
                           "label_source": "reward_model_teacher"})
-    # NOTE(helper5): training.guard.calibrate sets node thresholds on benign *prompt* items, so the
+    # NOTE: training.guard.calibrate sets node thresholds on benign *prompt* items, so the
     # response-only teacher file also carries the pairs' questions (unsafe) and benign questions.
     for i, q in enumerate(sorted({r["prompt"][0]["content"] for r in rows})):
         lines.append({"uid": f"smoke-q{i}", "dataset": "smoke_spa_vl", "modality": "text", "prompt": q,

@@ -99,7 +99,7 @@ def test_resume_from_checkpoint_gives_the_same_next_step_loss(assets, tmp_path):
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*dpo*.yaml")))
 def test_every_dpo_recipe_parses_against_the_pinned_trl(recipe):
-    # NOTE(helper5): use_cpu only so GPU recipes (bf16: true) pass TrainingArguments' device check here.
+    # NOTE: use_cpu only so GPU recipes (bf16: true) pass TrainingArguments' device check here.
     data, job, args, model = dpo.make_parser().parse_args_and_config(
         ["--config", str(CONFIGS / recipe), "--use_cpu", "true"])
     assert model.model_name_or_path and args.beta > 0

@@ -17,7 +17,7 @@ from tests.tiny import REPO_ROOT, check_vllm_python, save_tiny_text_llm, vllm_en
 
 pytestmark = pytest.mark.vllm
 
-# NOTE(helper2): AsyncLLM starts its engine core in a child process, so the script body must sit
+# NOTE: AsyncLLM starts its engine core in a child process, so the script body must sit
 # under the __main__ guard.
 SCENARIO = r'''
 import asyncio, json, sys

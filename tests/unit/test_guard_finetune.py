@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.guard import distill, finetune
+from training.guard import distill, finetune, heads
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 BAD = ["bomb", "poison", "steal", "kill", "weapon", "hack"]
@@ -69,7 +69,7 @@ def test_finetune_lowers_loss_moves_adapters_and_loads(setup, monkeypatch):
     lora0 = {k: v.clone() for k, v in model.state_dict().items() if "lora_B" in k}
     assert lora0 and all(float(v.abs().sum()) == 0.0 for v in lora0.values())  # peft starts B at 0
     examples, pairs, _ = distill.load_examples(cfg)
-    data = distill.build_head_data(base, examples, pairs, cfg)
+    data = heads.build_head_data(base, examples, pairs, cfg)
     items, pair_items = finetune.labelled_items(examples, pairs)
     assert len(items) == data.n
     train_idx = np.arange(data.n)

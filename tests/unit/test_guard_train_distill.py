@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.guard import distill
+from training.guard import distill, heads
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "training" / "configs").glob("guard_*.yaml"))
 BAD = ["bomb", "poison", "steal", "kill", "weapon", "hack"]
@@ -49,23 +49,23 @@ def _cfg(tmp_path: Path, encoder: Path, **over) -> distill.DistillConfig:
 def test_training_lowers_loss_and_raises_dev_accuracy(tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = _cfg(tmp_path, tiny_encoder)
-    model = distill.build_model(cfg)
+    model = heads.build_model(cfg)
     from training.guard.guard_data import GuardExample
 
     examples = [GuardExample(r["uid"], r["prompt"], label_prompt=r["label_prompt_unsafe"], group=r["dataset"])
                 for r in _rows(96, 0)]
     dev = [GuardExample(r["uid"], r["prompt"], label_prompt=r["label_prompt_unsafe"], group="dev")
            for r in _rows(40, 1)]
-    data = distill.build_head_data(model, examples + dev, [], cfg)
+    data = heads.build_head_data(model, examples + dev, [], cfg)
     train_idx, dev_idx = np.arange(96), np.arange(96, 136)
 
     def accuracy() -> float:
-        z = distill.predict_heads(model, data, dev_idx)["task"]
+        z = heads.predict_heads(model, data, dev_idx)["task"]
         return float(np.mean((z > 0) == (data.target[dev_idx] > 0.5)))
 
-    distill._reset_heads(model, 0)
+    heads._reset_heads(model, 0)
     before = accuracy()
-    losses = distill.fit_heads(model, data, train_idx, cfg)
+    losses = heads.fit_heads(model, data, train_idx, cfg)
     after = accuracy()
     assert losses[-1] < 0.5 * losses[0]
     assert after >= 0.9 and after > before
@@ -128,7 +128,7 @@ def test_soft_and_hard_targets_mix_with_temperature():
     z = torch.tensor([0.0, 0.0, 0.0, 3.0])
     hard = torch.tensor([1.0, nan, 1.0, nan])
     soft = torch.tensor([nan, 0.5, 0.5, 0.9])
-    loss = distill._item_loss(z, hard, soft, cfg)
+    loss = heads.item_loss(z, hard, soft, cfg)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     soft_term = 4.0 * bce(torch.tensor(0.0), torch.tensor(0.5))  # T² · BCE(z/T, soft_T); soft_T(0.5)=0.5
     assert loss[0] == pytest.approx(float(bce(torch.tensor(0.0), torch.tensor(1.0))))  # hard only
@@ -174,7 +174,7 @@ def test_response_items_and_response_lodo_in_the_recipe(tmp_path, tiny_encoder, 
 
 
 def test_response_lodo_excludes_the_source_and_its_clusters(monkeypatch):
-    from training.guard import calibrate, evaluate
+    from training.guard import crossval
 
     seen = []
 
@@ -183,13 +183,13 @@ def test_response_lodo_excludes_the_source_and_its_clusters(monkeypatch):
         for i in test_idx:
             preds[int(i)] = (0.5, True)
 
-    monkeypatch.setattr(evaluate, "_fit_predict", fake_fit_predict)
-    data = distill.HeadData(
+    monkeypatch.setattr(crossval, "_fit_predict", fake_fit_predict)
+    data = heads.HeadData(
         x=None, task=np.array([0, 1, 1, 0, 1]), hard=np.array([1.0, 1, 0, 0, 0]), soft=np.full(5, np.nan),
         node_y=np.zeros((5, 1)), node_m=np.zeros((5, 1)), weight=np.ones(5),
         groups=["mod", "resp_mod", "resp_mod", "other", "noise"],
         cv_groups=["uid:1", "uid:1", "uid:2", "uid:3", "n:0"], pair_x=None)
-    out = calibrate.response_leave_one_source_out(None, data, None)
+    out = crossval.response_leave_one_source_out(None, data, None)
     assert set(out["response_by_dataset"]) == {"resp_mod", "noise"}
     train_noise, test_noise = seen[0]  # sorted: "noise" first
     assert test_noise == {4} and train_noise == {0, 1, 2, 3}

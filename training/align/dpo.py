@@ -72,7 +72,7 @@ class JsonlLogCallback(TrainerCallback):
 class ReloadCheckpointWeightsCallback(TrainerCallback):
     """Reload a full-model checkpoint's weights with ``from_pretrained``'s key conversion.
 
-    NOTE(helper5): workaround for transformers#43701 (open in 5.17): VLM checkpoints are saved in
+    NOTE: workaround for transformers#43701 (open in 5.17): VLM checkpoints are saved in
     the original key layout (``language_model.model.*``) but ``Trainer`` resumes with a plain
     ``load_state_dict``, so every key misses and training silently restarts from the base weights
     (a resumed DPO run logs loss log(2) again). DeepSpeed/FSDP resume through their own formats and
@@ -124,7 +124,7 @@ def load_vlm_for_training(name_or_path: str | None, freeze_vision_tower: bool, *
         name_or_path, revision=revision, dtype=torch_dtype, attn_implementation=attn_implementation)
     processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
     if not hasattr(processor, "image_processor"):
-        # NOTE(helper5): without torchvision, AutoProcessor falls back to the bare tokenizer for
+        # NOTE: without torchvision, AutoProcessor falls back to the bare tokenizer for
         # Qwen2-VL; models.vlm knows how to rebuild the image-only processor (ask: make it public).
         from models.vlm import _load_processor
 
@@ -137,7 +137,7 @@ def load_vlm_for_training(name_or_path: str | None, freeze_vision_tower: bool, *
 def freeze_vision(model: Any) -> int:
     """Set ``requires_grad=False`` on the vision encoder; returns how many tensors were frozen.
 
-    NOTE(helper5): transformers 5 names it ``model.vision_tower`` (LLaVA) or ``model.visual``
+    NOTE: transformers 5 names it ``model.vision_tower`` (LLaVA) or ``model.visual``
     (Qwen2-VL); a model with neither raises so a silent full fine-tune cannot happen. The
     projector stays trainable."""
     inner = getattr(model, "model", model)

@@ -9,7 +9,7 @@ head) + ``Linear(hidden, 1)`` on the hidden state of each sequence's last real t
 ``DataCollatorForVisionPreference`` (chosen rows first, then rejected), so prompts, images and
 chat templates are built exactly as in DPO.
 
-NOTE(helper5): TRL 1.16's ``RewardTrainer`` is text-only: it loads
+NOTE: TRL 1.16's ``RewardTrainer`` is text-only: it loads
 ``AutoModelForSequenceClassification`` with an ``AutoTokenizer`` and tokenizes ``chosen``/``rejected``
 strings; no image path reaches the model, and no ``*ForSequenceClassification`` exists for LLaVA or
 Qwen2-VL. Hence this small loop (AdamW, linear warm-up-free schedule, JSONL logging).

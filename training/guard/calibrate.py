@@ -12,7 +12,7 @@ Contract
   "node_temperature": T, "node_thresholds": {node_key: t}}`` (``node_override`` is not fitted: unset).
   ``Verdict.unsafe_prob = sigmoid(logit, T[task])``; flagged when ``unsafe_prob >= threshold``.
 * ``train_and_calibrate(model, data, train_idx, held_idx, cfg)``: the shipped head recipe (fit
-  on ``train_idx`` with ``training.guard.distill.fit_heads``, calibrate on ``held_idx``); the final
+  on ``train_idx`` with ``training.guard.heads.fit_heads``, calibrate on ``held_idx``); the final
   build and every cross-validation fold run exactly this.
 """
 
@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from models.artifact import Calibration, sigmoid
+from training.guard.heads import fit_heads, predict_heads
 
-T_BOUNDS = (0.05, 20.0)  # NOTE(h4): beyond these the head is broken, not mis-calibrated
+T_BOUNDS = (0.05, 20.0)  # NOTE: beyond these the head is broken, not mis-calibrated
 
 
 def _bce(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
@@ -143,8 +143,6 @@ def split_items(data, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.n
 def train_and_calibrate(model, data, train_idx: np.ndarray, held_idx: np.ndarray,
                         cfg) -> tuple[dict, list[float]]:
     """Fit the heads on ``train_idx``; calibrate on ``held_idx``. Returns (calibration, losses)."""
-    from training.guard.distill import fit_heads, predict_heads
-
     losses = fit_heads(model, data, train_idx, cfg)
     out = predict_heads(model, data, held_idx)
     tasks = {}
@@ -162,22 +160,3 @@ def train_and_calibrate(model, data, train_idx: np.ndarray, held_idx: np.ndarray
         cal.temperature.setdefault(task, 1.0)
         cal.threshold.setdefault(task, 0.5)
     return cal.to_dict(), losses
-
-
-def response_leave_one_source_out(model, data, cfg) -> dict:
-    """Leave-one-dataset-out for the response head: for every source with response items, train
-    the whole recipe without that source *and* without any item sharing a CV cluster with it (a
-    moderation text also seen as a prompt, a jailbreak's prompt row), then score its responses.
-    Returns ``{"response_pooled": M, "response_by_dataset": {source: M}}``; a benign-only source's
-    ``fpr`` is the head's false-positive rate on benign responses it never saw."""
-    from training.guard.evaluate import _fit_predict, _oof_metrics
-
-    preds: dict[int, tuple[float, bool]] = {}
-    per: dict[str, Any] = {}
-    groups, clusters = np.array(data.groups), np.array(data.cv_groups)
-    for g in sorted({data.groups[i] for i in np.flatnonzero(data.task == 1)}):
-        held = np.flatnonzero((groups == g) & (data.task == 1))
-        train_idx = np.flatnonzero((groups != g) & ~np.isin(clusters, clusters[held]))
-        _fit_predict(model, data, train_idx, held, cfg, preds)
-        per[g] = _oof_metrics(data, {int(i): preds[int(i)] for i in held}, 1)
-    return {"response_pooled": _oof_metrics(data, preds, 1), "response_by_dataset": per}

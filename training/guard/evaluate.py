@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import sigmoid
 from models.backends import GuardInput, ScoringBackend, Verdict
 from training.guard.guard_data import TASKS, GuardExample, read_guard_jsonl
 
@@ -186,7 +185,7 @@ def write_plots(scores: dict[str, TaskScores], out_dir: Path) -> list[Path]:
     """ROC, PR and reliability-diagram PNGs per task (only where both classes are present)."""
     import matplotlib
 
-    matplotlib.use("Agg")  # NOTE(h4): headless; no display on CI
+    matplotlib.use("Agg")  # NOTE: headless; no display on CI
     import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -258,63 +257,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-# ----------------------------------------------------------------------------- cross-validation
-
-
-def _oof_metrics(data, preds: dict[int, tuple[float, bool]], task: int) -> dict | None:
-    idx = sorted(i for i in preds if data.task[i] == task)
-    if not idx:
-        return None
-    return binary_metrics([data.label_key(i) for i in idx], [preds[i][0] for i in idx],
-                          [preds[i][1] for i in idx])
-
-
-def _fit_predict(model, data, train_idx: np.ndarray, test_idx: np.ndarray, cfg,
-                 preds: dict[int, tuple[float, bool]]) -> None:
-    """The shipped recipe on ``train_idx`` (inner calibration split included); calibrated
-    probabilities and flags for ``test_idx`` go into ``preds``."""
-    from training.guard.calibrate import split_items, train_and_calibrate
-    from training.guard.distill import predict_heads
-
-    fit_idx, cal_idx = split_items(data, train_idx, cfg.calib_fraction, cfg.seed)
-    cal, _ = train_and_calibrate(model, data, fit_idx, cal_idx, cfg)
-    logits = predict_heads(model, data, test_idx)["task"]
-    for i, z in zip(test_idx, logits):
-        name = "prompt" if data.task[i] == 0 else "response"
-        p = sigmoid(z, cal["temperature"][name])
-        preds[int(i)] = (float(p), bool(p >= cal["threshold"][name]))
-
-
-def cross_validate(model, data, cfg) -> dict[str, Any]:
-    """Out-of-fold metrics of the full recipe (heads + calibration), never tuned on the test fold.
-
-    * ``kfold``: ``cfg.cv_folds`` folds, stratified by (task, label) and grouped by near-duplicate
-      cluster (a JailbreakBench goal and its jailbreaks stay in one fold).
-    * ``leave_one_dataset_out``: for every dataset with prompt labels, train on the others and
-      score it; pooled metrics over all held-out datasets plus each dataset's own (one class per
-      dataset is common, so its AUROC is null and recall/FPR tell the story).
-    """
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    out: dict[str, Any] = {}
-    strata = [f"{data.task[i]}:{data.label_key(i)}" for i in range(data.n)]
-    if cfg.cv_folds:
-        preds: dict[int, tuple[float, bool]] = {}
-        folds = StratifiedGroupKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
-        for train_idx, test_idx in folds.split(np.zeros(data.n), strata, data.cv_groups):
-            _fit_predict(model, data, train_idx, test_idx, cfg, preds)
-        out["kfold"] = {"folds": cfg.cv_folds, "prompt": _oof_metrics(data, preds, 0),
-                        "response": _oof_metrics(data, preds, 1)}
-    if cfg.cv_leave_one_dataset_out:
-        preds, per = {}, {}
-        groups = np.array(data.groups)
-        for g in sorted({data.groups[i] for i in range(data.n) if data.task[i] == 0}):
-            held = np.flatnonzero((groups == g) & (data.task == 0))
-            train_idx = np.flatnonzero(groups != g)
-            _fit_predict(model, data, train_idx, held, cfg, preds)
-            per[g] = _oof_metrics(data, {int(i): preds[int(i)] for i in held}, 0)
-        out["leave_one_dataset_out"] = {"prompt_pooled": _oof_metrics(data, preds, 0),
-                                        "prompt_by_dataset": per}
-    return out

@@ -5,7 +5,7 @@
 Contract
 --------
 * Data, item order, targets, weights and losses are those of ``spaguard train-guard``
-  (``training.guard.distill.load_examples`` / ``build_head_data`` / ``_item_loss``); the frozen baseline's
+  (``training.guard.distill.load_examples``, ``training.guard.heads.build_head_data`` / ``item_loss``); the frozen baseline's
   features come from the train-guard feature cache, so the baseline arm costs no encoder pass.
 * Split: ``training.guard.calibrate.split_items`` with the recipe's seed and ``calib_fraction`` — the
   very split the baseline (``init_from``, built by train-guard with the same seed) trained on.
@@ -36,8 +36,9 @@ import torch
 from models.artifact import git_commit, sigmoid
 from models.backends import GuardInput
 from training.guard.calibrate import HeldOut, calibrate, split_items, stratified_split
-from training.guard.distill import (REPO_ROOT, DistillConfig, HeadData, _f, _item_loss, build_head_data,
-                              load_examples, predict_heads)
+from training.guard.config import REPO_ROOT, DistillConfig, config_field
+from training.guard.distill import load_examples
+from training.guard.heads import HeadData, build_head_data, item_loss, predict_heads
 from training.guard.evaluate import binary_metrics
 
 # The two known misses of the frozen default (docs/classifier.md): scored by both arms.
@@ -56,20 +57,20 @@ PROBES = {
 class FinetuneConfig(DistillConfig):
     """A train-guard recipe plus the LoRA fine-tune's own knobs (strict YAML + CLI parser)."""
 
-    init_from: str = _f("models/default", "Frozen baseline artifact: its heads warm-start the fine-tune "
+    init_from: str = config_field("models/default", "Frozen baseline artifact: its heads warm-start the fine-tune "
                         "and it is the comparison arm (built by train-guard with the same data and seed).")
     # r 16 on every linear layer measured better than r 8 on query/value on the same held-out split
     # (docs/classifier.md, "LoRA fine-tuning of the encoder"): response F1 0.904 -> 0.919, same time.
-    lora_r: int = _f(16, "LoRA rank.")
-    lora_alpha: int = _f(32, "LoRA scaling numerator.")
-    lora_target_modules: list[str] = _f(["query", "key", "value", "dense"],
+    lora_r: int = config_field(16, "LoRA rank.")
+    lora_alpha: int = config_field(32, "LoRA scaling numerator.")
+    lora_target_modules: list[str] = config_field(["query", "key", "value", "dense"],
                                         "Encoder modules LoRA wraps (\"dense\": attention output, intermediate "
                                         "and output layers); [] = peft's default.")
-    encoder_learning_rate: float = _f(5e-4, "AdamW learning rate of the LoRA adapters (heads: learning_rate).")
-    max_train_items: int | None = _f(None, "Seeded subsample of the training split per epoch (CPU budget); "
+    encoder_learning_rate: float = config_field(5e-4, "AdamW learning rate of the LoRA adapters (heads: learning_rate).")
+    max_train_items: int | None = config_field(None, "Seeded subsample of the training split per epoch (CPU budget); "
                                      "None = all.")
-    pairs_per_batch: int = _f(4, "Preference pairs encoded per step for the ranking loss (0 = none).")
-    eval_fraction: float = _f(0.5, "Share of the held-out split that is measured; the rest calibrates.")
+    pairs_per_batch: int = config_field(4, "Preference pairs encoded per step for the ranking loss (0 = none).")
+    eval_fraction: float = config_field(0.5, "Share of the held-out split that is measured; the rest calibrates.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -142,7 +143,7 @@ def _step_loss(model, items, pair_items, data: HeadData, b: np.ndarray, cfg: Fin
     t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
     out = model(**model.featurize([items[i] for i in b]))
     z = torch.where(t(data.task[b]) == 0, out["prompt"], out["response"])
-    loss = (_item_loss(z, t(data.hard[b]), t(data.soft[b]), cfg) * t(data.weight[b])).mean()
+    loss = (item_loss(z, t(data.hard[b]), t(data.soft[b]), cfg) * t(data.weight[b])).mean()
     nm = t(data.node_m[b])
     node_l = torch.nn.functional.binary_cross_entropy_with_logits(out["nodes"], t(data.node_y[b]), reduction="none")
     loss = loss + cfg.node_weight * (node_l * nm).sum() / nm.sum().clamp(min=1.0)
@@ -185,7 +186,7 @@ def finetune(model, items, pair_items, data: HeadData, train_idx: np.ndarray, cf
 
 
 def predict_items(model, items: list[GuardInput], idx: np.ndarray, tasks: np.ndarray) -> dict[str, np.ndarray]:
-    """Like ``distill.predict_heads`` but through the (fine-tuned) encoder: each item's own task
+    """Like ``heads.predict_heads`` but through the (fine-tuned) encoder: each item's own task
     logit and the node logits, batched by length."""
     order = sorted(range(len(idx)), key=lambda j: len(items[idx[j]].text) + len(items[idx[j]].response or ""))
     own, nodes = np.zeros(len(idx)), None

@@ -180,7 +180,7 @@ def read_preference_pairs(path: str | Path) -> list[PreferencePair]:
             if not isinstance(row.get(key), str):
                 raise ValueError(f"{where}: {key!r} must be a string")
         if not row["chosen"].strip() or not row["rejected"].strip():
-            continue  # NOTE(h4): 4 hh pairs have an empty chosen reply; no order to learn from
+            continue  # NOTE: 4 hh pairs have an empty chosen reply; no order to learn from
         pairs.append(PreferencePair(str(row.get("uid") or where), row["prompt"], row["chosen"],
                                     row["rejected"], group=str(row.get("dataset") or "")))
     return pairs

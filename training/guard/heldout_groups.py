@@ -52,7 +52,8 @@ def run(config: str, init_from: str, model_dir: str, exclude: Sequence[str]) -> 
     import yaml
 
     from models.classifier import GuardClassifier
-    from training.guard.distill import build_head_data, load_examples
+    from training.guard.distill import load_examples
+    from training.guard.heads import build_head_data
     from training.guard.finetune import FinetuneConfig, _splits, labelled_items, predict_items, resolve_ocr
 
     cfg = FinetuneConfig(**yaml.safe_load(Path(config).read_text()), init_from=init_from)

@@ -37,7 +37,7 @@ from training.guard.guard_data import GuardExample
 
 RESPONSE_CONTEXT_CHARS = 400  # == service.guard.RESPONSE_CONTEXT_CHARS
 RESPONSE_SEGMENT_CHARS = 600  # == service.guard.RESPONSE_SEGMENT_CHARS
-STREAM_STEP_CHARS = 64  # the default ``stream_holdback_chars`` of the service's GuardPolicy
+STREAM_STEP_CHARS = 64  # == service.settings.ServeSettings.stream_holdback_chars (default)
 FIRST_RELEASE_CHARS = 16  # == service.settings.ServeSettings.stream_first_release_chars (default)
 MIN_UNSAFE_PREFIX_CHARS = 192
 

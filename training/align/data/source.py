@@ -70,7 +70,7 @@ class SpaVLDataArgs:
 
 
 def _hub(args: SpaVLDataArgs, config: str, split: str, streaming: bool):
-    # NOTE(helper5): spa_vl.hub_rows pins the repo id; a mirror under another name goes through parquet.
+    # NOTE: spa_vl.hub_rows pins the repo id; a mirror under another name goes through parquet.
     if args.dataset_name != spa_vl.HUB_ID:
         from datasets import Image as ImageFeature
         from datasets import load_dataset
