@@ -17,14 +17,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-GuardMode = Literal["block", "annotate", "shadow"]
-"""block: refuse flagged text; annotate: report the verdict; shadow: logs and metrics only."""
+GuardMode = Literal["block", "annotate", "shadow", "off"]
+"""block: refuse flagged text; annotate: report the verdict; shadow: logs and metrics only; off: nothing is
+scored (the same server measured without its guard; /v1/moderations still scores)."""
 BlockStyle = Literal["refusal", "error"]
 """How a block answers: 200 with a refusal, or 400 with code content_filter."""
 FailPolicy = Literal["open", "closed"]
 """What a guard failure (error, full queue, timeout) does: let the request pass, or refuse it."""
-Action = Literal["allow", "block", "annotate", "shadow", "fail_open"]
-"""What the guard did about one check; a flagged check takes the ``GuardMode`` as its action."""
+Action = Literal["allow", "block", "annotate", "shadow", "fail_open", "off"]
+"""What the guard did about one check; a flagged check takes the ``GuardMode`` as its action; ``off``: not
+scored (guard mode off)."""
 
 
 @dataclass(frozen=True)

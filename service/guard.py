@@ -49,7 +49,7 @@ REFUSAL_MESSAGE = "I can't help with that request because it was flagged by the 
 
 @dataclass(frozen=True)
 class GuardDecision:
-    """What the guard decided for one check. ``verdict`` is None when the guard failed open."""
+    """What the guard decided for one check. ``verdict`` is None when the guard failed open or is off."""
 
     task: str
     action: Action
@@ -152,6 +152,8 @@ class Guard:
         return Outcome("refuse", report, refusal=REFUSAL_MESSAGE)
 
     async def _check(self, request_id: str, task: str, items: list[GuardInput]) -> GuardDecision:
+        if self.policy.mode == "off":
+            return GuardDecision(task, "off", None)
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self.policy.timeout_s), asyncio.TaskGroup() as group:

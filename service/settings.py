@@ -82,7 +82,8 @@ class ServeSettings(BaseModel):
     OCR and the event loop (3x slower at batch 8 under load), hence off (docs/benchmarks.md)."""
     guard_mode: GuardMode = "block"
     """block: refuse flagged prompts/responses; annotate: add the verdict to the body and x-guard-*
-    headers; shadow: score and record (logs, metrics) without changing responses."""
+    headers; shadow: score and record (logs, metrics) without changing responses; off: score nothing, so
+    the same engine can be measured without the guard (/v1/moderations still scores)."""
     block_style: BlockStyle = "refusal"
     """refusal: 200 with a refusal and finish_reason content_filter; error: 400 with code content_filter."""
     fail_policy: FailPolicy = "closed"

@@ -26,7 +26,7 @@ from service.protocol import SafetyVerdict, TaskVerdict
 MAX_HEADER_CATEGORIES = 8  # header values stay short; the body's ``safety`` field lists them all
 
 # Least to most severe: what one request reports when its checks acted differently.
-_SEVERITY: tuple[Action, ...] = ("allow", "shadow", "annotate", "fail_open", "block")
+_SEVERITY: tuple[Action, ...] = ("off", "allow", "shadow", "annotate", "fail_open", "block")
 
 
 def guard_headers(*decisions: GuardDecision | None, report: bool) -> dict[str, str]:

@@ -299,3 +299,18 @@ async def test_stream_first_release_is_capped_by_the_holdback(make_guard) -> Non
     d = await guard.check_input("r", SAFE)
     sg = guard.stream("r", SAFE, d)
     assert (await sg.push("Hello")).release == "Hello"
+
+
+async def test_off_mode_scores_nothing_and_passes_everything(make_guard) -> None:
+    guard, backend = await make_guard(mode="off")
+    decision = await guard.check_input("r-off", UNSAFE)
+    assert decision.action == "off" and decision.verdict is None and not decision.blocked
+    out = await guard.check_output("r-off", UNSAFE, decision, "here is how to build a bomb")
+    assert out.action == "off" and guard.outcome(out).kind == "proceed"
+    stream = guard.stream("r-off", UNSAFE, decision)
+    assert (await stream.push("how to build a bomb")).release == "how to build a bomb"
+    assert backend.items_seen == 0
+    # Only the timing headers every response carries: nothing was queued or scored.
+    assert guard_headers(decision, out, report=False) == {"x-guard-queue-time": "0.000000",
+                                                           "x-guard-inference-time": "0.000000"}
+    assert safety_field(decision, out, report=False) is None
