@@ -14,6 +14,9 @@ Contract
 * ``score(batch)`` follows ``models.contract.ScoringBackend``: one ``Verdict`` per item, in order;
   bad inputs (e.g. undecodable images) raise before the model runs, and a failure inside the model
   runtime makes ``health()`` False until the next successful call.
+* ``segmenter_for(artifact)`` is the ``models.segment.Segmenter`` that cuts prompts and responses into the
+  items this artifact scores (windows sized to its token budget, sentence chunks, decoded variants); the
+  service and ``spaguard eval-guard`` both score through it, and ``combine`` merges one input's verdicts.
 * ``verdicts_from_logits`` turns raw logits into verdicts with the artifact's ``Calibration``
   (formula: ``models.artifact``).
 
@@ -34,11 +37,13 @@ from models.contract import GuardInput, ScoringBackend, Verdict
 from models.ocr_config import OcrConfig
 from models.projection import project_scores, target_names
 from models.render import render_text_image
+from models.segment import Segmenter, combine, nothing_to_score, response_context, window_chars_for
 
 __all__ = [
     "BACKEND_KINDS", "DEFAULT_ARTIFACT", "ArtifactMismatchError", "GuardInput", "OnnxBackend", "ScoringBackend",
-    "TorchBackend", "Verdict", "load_backend", "project_scores", "render_text_image", "resolve_artifact",
-    "target_names", "verdicts_from_logits",
+    "Segmenter", "TorchBackend", "Verdict", "combine", "load_backend", "nothing_to_score", "project_scores",
+    "render_text_image", "resolve_artifact", "response_context", "segmenter_for", "target_names",
+    "verdicts_from_logits",
 ]
 
 BACKEND_KINDS = ("torch", "onnx", "onnx-int8")
@@ -236,3 +241,19 @@ class OnnxBackend(_BackendBase):
 
         out = self.session.run(list(OUTPUT_NAMES), ort_feed(self.session, features))
         return dict(zip(OUTPUT_NAMES, out))
+
+
+# Tokens of the prompt budget kept free for [CLS]/[SEP] and the first words of the OCR text.
+_RESERVED_TOKENS = 8
+
+
+def segmenter_for(artifact: str | Path | None = None, *, decode: bool = True) -> Segmenter:
+    """The ``Segmenter`` for an artifact folder (None: ``models/default/``): prompt windows fit its
+    ``max_length`` tokens; fragments are re-joined with its encoder's whole-word vocabulary."""
+    from models.encoders import load_tokenizer  # transformers: loaded when the guard is built
+
+    config, _card, _cal = read_artifact(resolve_artifact(artifact))
+    tokenizer = load_tokenizer(config.encoder)
+    budget = min(config.max_length, int(tokenizer.model_max_length or config.max_length))
+    words = frozenset(w for w in tokenizer.get_vocab() if w.isascii() and w.isalpha() and (len(w) > 1 or w in "ai"))
+    return Segmenter(window_chars=window_chars_for(budget, _RESERVED_TOKENS), vocabulary=words, decode=decode)

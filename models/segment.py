@@ -16,13 +16,20 @@ Contract
 classifier's own truncation never drops text: the default artifact reads 128 tokens, about 380 characters of
 English at the conservative 3 characters a token used here.
 
-Pure Python, no I/O: the service (through ``models.backends``) and ``spaguard eval-guard`` call the same
-functions, so evaluation scores exactly what the server scores.
+``Segmenter`` applies this to a whole prompt (with ``models.decode``'s hidden encodings and its images) and
+to a response; ``combine`` merges the verdicts of one input's items. Pure Python, no I/O: the service (through
+``models.backends``) and ``spaguard eval-guard`` use the same ``Segmenter``, so evaluation scores exactly what
+the server scores.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from models.contract import GuardInput, Verdict
+from models.decode import decoded_variants
 
 # A sentence ends at . ! ? (or a run of them, with closing quotes/brackets) followed by white space, or at a
 # line break. Abbreviations split too: harmless, a split only adds a chunk.
@@ -80,3 +87,92 @@ def segments(text: str, window_chars: int, chunk_chars: int | None = None) -> li
     chunk = chunk_chars or max(32, window_chars // 3)
     pieces = windows(text, window_chars, window_chars // 4) + sentence_chunks(text, chunk)
     return list(dict.fromkeys(pieces))
+
+
+# ---- the guard's items ---------------------------------------------------------------------------
+# Responses are scored as the shipped response head was trained (training/guard/response_data.py imports
+# these): the prompt's last RESPONSE_CONTEXT_CHARS characters (+ the OCR text of its images) as context,
+# and windows of RESPONSE_SEGMENT_CHARS overlapping by SEGMENT_OVERLAP_CHARS.
+RESPONSE_SEGMENT_CHARS = 600
+RESPONSE_CONTEXT_CHARS = 400
+SEGMENT_OVERLAP_CHARS = 150
+
+
+def response_windows(text: str, size: int = RESPONSE_SEGMENT_CHARS, start: int = 0) -> list[str]:
+    """Overlapping windows of ``size`` chars covering ``text[start:]``; the first starts up to
+    ``SEGMENT_OVERLAP_CHARS`` before ``start`` and the last ends at the end of ``text``."""
+    begin = max(0, start - SEGMENT_OVERLAP_CHARS)
+    if len(text) - begin <= size:
+        return [text[max(0, len(text) - size):]]
+    step = size - SEGMENT_OVERLAP_CHARS
+    out = [text[pos:pos + size] for pos in range(begin, len(text) - size, step)]
+    return out + [text[len(text) - size:]]
+
+
+def response_context(prompt_text: str, ocr_text: str = "") -> str:
+    """What of the prompt goes along with a response: its tail, with the OCR text of its images."""
+    return (f"{prompt_text}\n{ocr_text}" if ocr_text else prompt_text)[-RESPONSE_CONTEXT_CHARS:]
+
+
+@dataclass(frozen=True)
+class Segmenter:
+    """Turns one prompt or response into the items the classifier scores; ``combine`` merges their verdicts.
+
+    * ``prompt_items(prompt)``: ``segments`` of the text, plus the segments of every ``decoded_variants`` of
+      each piece (a base64 blob, rot13, leetspeak, OCR-style fragments). Images ride on one item: with the
+      whole text when it fits one window (the carrier + OCR form the classifier was trained on), else with the
+      text's last third of a window (the question about the picture is usually at the end), so the OCR text
+      keeps token room. Empty text and no images: no items (nothing to score is safe).
+    * ``response_items(context, response, start)``: ``response_windows`` of ``response[start:]`` after
+      ``context`` (see ``response_context``).
+    ``window_chars`` comes from the artifact's token budget (``models.backends.segmenter_for``);
+    ``vocabulary`` is the encoder's whole-word vocabulary, for re-joining fragments.
+    """
+
+    window_chars: int = 384
+    vocabulary: frozenset[str] = frozenset()
+    decode: bool = True
+
+    def prompt_items(self, prompt: GuardInput) -> list[GuardInput]:
+        pieces = segments(prompt.text, self.window_chars)
+        if self.decode:
+            for piece in list(pieces):
+                for variant in decoded_variants(piece, self.vocabulary):
+                    pieces += segments(variant, self.window_chars)
+        texts = list(dict.fromkeys(pieces))
+        if not prompt.images:
+            return [GuardInput(t) for t in texts]
+        if len(prompt.text) <= self.window_chars:
+            carrier = prompt.text
+        else:
+            carrier = prompt.text[-(self.window_chars // 3):]
+        return [GuardInput(carrier, prompt.images)] + [GuardInput(t) for t in texts if t != carrier]
+
+    def response_items(self, context: str, response: str, start: int = 0) -> list[GuardInput]:
+        if not response.strip():
+            return []
+        return [GuardInput(text=context, response=w) for w in response_windows(response, start=start)]
+
+
+def nothing_to_score(task: str) -> Verdict:
+    """The verdict of an empty input: safe, with no scores."""
+    return Verdict(task=task, unsafe_prob=0.0, flagged=False)
+
+
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    """Merge the verdicts of one input's items: the highest probability decides; flagged if any item is;
+    categories and scores take the maximum per node; the OCR text is every item's, joined."""
+    if not verdicts:
+        raise ValueError("combine needs at least one verdict")
+    top = max(verdicts, key=lambda v: v.unsafe_prob)
+    if len(verdicts) == 1:
+        return top
+    categories: dict[str, float] = {}
+    scores: dict[str, float] = {}
+    for v in verdicts:
+        for merged, part in ((categories, v.categories), (scores, v.scores)):
+            for key, p in part.items():
+                merged[key] = max(p, merged.get(key, 0.0))
+    ocr = "\n".join(v.ocr_text for v in verdicts if v.ocr_text)
+    return Verdict(task=top.task, unsafe_prob=top.unsafe_prob, flagged=any(v.flagged for v in verdicts),
+                   categories=categories, scores=scores, ocr_text=ocr)

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.backends import GuardInput, ScoringBackend, Verdict, load_backend
+from models.backends import GuardInput, ScoringBackend, Verdict, load_backend, segmenter_for
 from service.batching import DynamicBatcher
 from service.engines import build_engine
 from service.engines.base import EngineClient
@@ -135,7 +135,9 @@ def _init_state(
             settings.remote_image_max_bytes,
             settings.remote_image_timeout_s,
         )
-    guard = Guard(batcher, policy, metrics)
+    # The artifact's token budget sizes the windows; chat and moderation cut text alike.
+    segmenter = segmenter_for(settings.guard_artifact)
+    guard = Guard(batcher, policy, metrics, segmenter)
     state = app.state
     state.engine, state.backend, state.batcher, state.guard = engine, scorer, batcher, guard
     state.guard_backend_name = scorer.name
@@ -147,7 +149,7 @@ def _init_state(
     )
     # Moderation shares the batcher and metrics with chat, so its work joins the same batches.
     state.serving_moderations = ServingModerations(
-        Guard(batcher, policy.for_moderation(), metrics), fetcher=fetcher
+        Guard(batcher, policy.for_moderation(), metrics, segmenter), fetcher=fetcher
     )
 
 

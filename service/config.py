@@ -24,6 +24,9 @@ BlockStyle = Literal["refusal", "error"]
 """How a block answers: 200 with a refusal, or 400 with code content_filter."""
 FailPolicy = Literal["open", "closed"]
 """What a guard failure (error, full queue, timeout) does: let the request pass, or refuse it."""
+GuardRole = Literal["system", "user", "assistant"]
+"""Message roles whose text the prompt check scores (a developer message is a system message)."""
+ALL_GUARD_ROLES: tuple[GuardRole, ...] = ("system", "user", "assistant")
 Action = Literal["allow", "block", "annotate", "shadow", "fail_open", "off"]
 """What the guard did about one check; a flagged check takes the ``GuardMode`` as its action; ``off``: not
 scored (guard mode off)."""
@@ -39,6 +42,7 @@ class GuardPolicy:
     timeout_s: float
     stream_holdback_chars: int
     stream_first_release_chars: int  # used capped at stream_holdback_chars
+    roles: tuple[GuardRole, ...]  # message roles the prompt check scores
 
     def for_moderation(self) -> GuardPolicy:
         """This policy as ``/v1/moderations`` needs it: a moderation answer reports its verdict

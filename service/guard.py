@@ -28,21 +28,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from models.backends import GuardInput, Verdict
+from models.backends import GuardInput, Segmenter, Verdict, combine, nothing_to_score, response_context
 from service.batching import BatchTiming, DynamicBatcher
-from service.config import Action, GuardPolicy
+from service.config import ALL_GUARD_ROLES, Action, GuardPolicy, GuardRole
 from service.engines.base import ChatMessage
 from service.errors import APIError, ContentFiltered, GatewayTimeout, ServiceUnavailable
 from service.metrics import GuardMetrics
 
 log = logging.getLogger("spaguard.guard")
 
-# The classifier truncates long inputs (MiniLM: 256 tokens, about 1000 characters of English), so
-# long texts are scored as overlapping windows of these sizes.
-PROMPT_SEGMENT_CHARS = 1000
-RESPONSE_SEGMENT_CHARS = 600
-RESPONSE_CONTEXT_CHARS = 400
-SEGMENT_OVERLAP_CHARS = 150
+# A big prompt's items go to the batcher this many at a time, so other requests' items interleave with
+# them (one 64k-character prompt is hundreds of items) and it never holds more than this many queue slots.
+SLICE_ITEMS = 8
 
 REFUSAL_MESSAGE = "I can't help with that request because it was flagged by the safety guard."
 
@@ -81,11 +78,14 @@ class Outcome:
     error: ContentFiltered | None = None  # set iff kind == "reject"
 
 
-def prompt_input(messages: Sequence[ChatMessage]) -> GuardInput:
-    """The prompt as the classifier sees it: every user text part and every user image."""
-    users = [m for m in messages if m.role == "user"]
-    text = "\n".join(m.text for m in users if m.text)
-    images = tuple(img.data for m in users for img in m.images)
+def prompt_input(messages: Sequence[ChatMessage], roles: Sequence[GuardRole] = ALL_GUARD_ROLES) -> GuardInput:
+    """The prompt as the classifier sees it: the text of every message whose role is scored (default all:
+    system and developer, user, earlier assistant turns), in conversation order, and every image.
+
+    Harm hidden in a system message or a made-up assistant turn is scored like the user's own words."""
+    scored = [m for m in messages if m.role in roles]
+    text = "\n".join(m.text for m in scored if m.text)
+    images = tuple(img.data for m in scored for img in m.images)
     return GuardInput(text=text, images=images)
 
 
@@ -97,21 +97,28 @@ class Guard:
         batcher: DynamicBatcher[GuardInput, Verdict],
         policy: GuardPolicy,
         metrics: GuardMetrics,
+        segmenter: Segmenter | None = None,
     ) -> None:
         self.batcher = batcher
         self.policy = policy
         self.metrics = metrics
+        # What of a text is scored (models.segment): windows sized to the classifier's token budget
+        # (``models.backends.segmenter_for``), sentence chunks and decoded variants.
+        self.segmenter = segmenter or Segmenter()
+
+    def prompt_input(self, messages: Sequence[ChatMessage]) -> GuardInput:
+        """The prompt this guard scores for ``messages``: the policy's roles (``prompt_input``)."""
+        return prompt_input(messages, self.policy.roles)
 
     async def check_input(self, request_id: str, prompt: GuardInput) -> GuardDecision:
-        """Score the prompt; raises only under ``fail_policy=closed``.
+        """Score the prompt; raises only under ``fail_policy=closed`` (or on overload, see ``_failed``).
 
-        A prompt longer than ``PROMPT_SEGMENT_CHARS`` is scored as overlapping windows (the
-        classifier truncates its input; harmful text at the end must not fall off). The first
-        window carries the images; the most unsafe window decides.
+        The prompt is cut by ``Segmenter.prompt_items``: nothing of a long text is lost to the
+        classifier's truncation, one harmful sentence is scored in a short chunk of its own, hidden
+        encodings are scored decoded, and empty text with no image is safe without scoring. The most
+        unsafe item decides.
         """
-        windows = text_windows(prompt.text, PROMPT_SEGMENT_CHARS)
-        items = [GuardInput(w, prompt.images if i == 0 else ()) for i, w in enumerate(windows)]
-        return await self._check(request_id, "prompt", items)
+        return await self._check(request_id, "prompt", self.segmenter.prompt_items(prompt))
 
     async def check_output(
         self,
@@ -122,7 +129,7 @@ class Guard:
         start: int = 0,
     ) -> GuardDecision:
         """Score ``response[start:]`` (with up to ``SEGMENT_OVERLAP_CHARS`` before it as context)
-        given its prompt, as windows of ``RESPONSE_SEGMENT_CHARS``.
+        given its prompt, as windows of ``RESPONSE_SEGMENT_CHARS`` (``models.segment``).
 
         The prompt images are not re-sent; their OCR text from the prompt verdict is used
         instead, so a stream scored every few tokens does not re-run OCR each time. Only the
@@ -130,9 +137,7 @@ class Guard:
         the classifier's token budget.
         """
         ocr = prompt_decision.verdict.ocr_text if prompt_decision.verdict else ""
-        context = (f"{prompt.text}\n{ocr}" if ocr else prompt.text)[-RESPONSE_CONTEXT_CHARS:]
-        windows = text_windows(response, RESPONSE_SEGMENT_CHARS, start)
-        items = [GuardInput(text=context, response=w) for w in windows]
+        items = self.segmenter.response_items(response_context(prompt.text, ocr), response, start)
         return await self._check(request_id, "response", items)
 
     def stream(
@@ -154,15 +159,17 @@ class Guard:
     async def _check(self, request_id: str, task: str, items: list[GuardInput]) -> GuardDecision:
         if self.policy.mode == "off":
             return GuardDecision(task, "off", None)
+        if not items:  # empty text, no image: nothing can be harmful
+            decision = GuardDecision(task, "allow", nothing_to_score(task))
+            self._record(request_id, decision)
+            return decision
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(self.policy.timeout_s), asyncio.TaskGroup() as group:
-                # A TaskGroup: when one window fails, its siblings are cancelled and leave the queue.
-                tasks = [group.create_task(self.batcher.submit(i)) for i in items]
-            results = [t.result() for t in tasks]
+            async with asyncio.timeout(self.policy.timeout_s):
+                results = await self._score_in_slices(items)
         except Exception as exc:  # noqa: BLE001 - the fail policy decides, see _failed
             return self._failed(request_id, task, exc)
-        verdict = _most_unsafe([v for v, _ in results])
+        verdict = combine([v for v, _ in results])
         timing = BatchTiming(
             queue_s=max(t.queue_s for _, t in results),
             inference_s=max(t.inference_s for _, t in results),
@@ -178,12 +185,29 @@ class Guard:
         self._record(request_id, decision)
         return decision
 
+    async def _score_in_slices(self, items: list[GuardInput]) -> list[tuple[Verdict, BatchTiming]]:
+        """Submit ``SLICE_ITEMS`` items at a time (fair to other requests); stop at the first flagged
+        slice, since the rest cannot make the verdict safer."""
+        results: list[tuple[Verdict, BatchTiming]] = []
+        for first in range(0, len(items), SLICE_ITEMS):
+            # A TaskGroup: when one item fails, its siblings are cancelled and leave the queue.
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self.batcher.submit(i)) for i in items[first:first + SLICE_ITEMS]]
+            results += [t.result() for t in tasks]
+            if any(v.flagged for v, _ in results):
+                break
+        return results
+
     def _failed(self, request_id: str, task: str, exc: BaseException) -> GuardDecision:
+        """A check that could not be scored. Overload (a full queue: 429; too long in the queue: 504)
+        is always refused, even under ``fail_policy=open``: fail-open is for classifier faults only,
+        and a client that floods the queue must not get its requests through unscored."""
         kind, err = _classify_failure(exc)
+        fail_open = self._open and kind not in OVERLOAD_KINDS
         self.metrics.failures.labels(kind).inc()
-        self.metrics.verdicts.labels(task, "error", "fail_open" if self._open else "error").inc()
-        _log_event(request_id, task, "fail_open" if self._open else "fail_closed", None, kind)
-        if self._open:
+        self.metrics.verdicts.labels(task, "error", "fail_open" if fail_open else "error").inc()
+        _log_event(request_id, task, "fail_open" if fail_open else "fail_closed", None, kind)
+        if fail_open:
             return GuardDecision(task, "fail_open", None)
         raise err from exc
 
@@ -201,31 +225,7 @@ class Guard:
             _log_event(request_id, d.task, d.action, d.verdict, None)
 
 
-def text_windows(text: str, size: int, start: int = 0) -> list[str]:
-    """Overlapping windows of ``size`` chars covering ``text[start:]``; the first starts up to
-    ``SEGMENT_OVERLAP_CHARS`` before ``start`` and the last ends at the end of ``text``."""
-    begin = max(0, start - SEGMENT_OVERLAP_CHARS)
-    if len(text) - begin <= size:
-        return [text[max(0, len(text) - size):]]
-    step = size - SEGMENT_OVERLAP_CHARS
-    windows = [text[pos:pos + size] for pos in range(begin, len(text) - size, step)]
-    return windows + [text[len(text) - size:]]
-
-
-def _most_unsafe(verdicts: list[Verdict]) -> Verdict:
-    """Combine window verdicts: the highest probability decides; categories and scores take the
-    maximum per node; OCR text comes from the window that carried the images (the first)."""
-    top = max(verdicts, key=lambda v: v.unsafe_prob)
-    if len(verdicts) == 1:
-        return top
-    categories: dict[str, float] = {}
-    scores: dict[str, float] = {}
-    for v in verdicts:
-        for merged, part in ((categories, v.categories), (scores, v.scores)):
-            for key, p in part.items():
-                merged[key] = max(p, merged.get(key, 0.0))
-    return Verdict(task=top.task, unsafe_prob=top.unsafe_prob, flagged=any(v.flagged for v in verdicts),
-                   categories=categories, scores=scores, ocr_text=verdicts[0].ocr_text)
+OVERLOAD_KINDS = ("overloaded", "queue_timeout")
 
 
 def _classify_failure(exc: BaseException) -> tuple[str, APIError]:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.config import BatcherConfig, BlockStyle, FailPolicy, GuardMode, GuardPolicy
+from service.config import ALL_GUARD_ROLES, BatcherConfig, BlockStyle, FailPolicy, GuardMode, GuardPolicy, GuardRole
 from service.engines.base import EngineConfig, EngineKind
 
 # --- Request limits (named constants; see service/serve.py docstring) -------------------------
@@ -95,6 +95,9 @@ class ServeSettings(BaseModel):
     stream_first_release_chars: int = Field(16, ge=1)
     """Streaming: characters scored before the first release (capped at --stream-holdback-chars); a
     short first window keeps time to first token low, later text is scored every hold-back window."""
+    guard_roles: tuple[GuardRole, ...] = ALL_GUARD_ROLES
+    """Message roles whose text the prompt check scores (a developer message counts as system). Default all:
+    harm hidden in a system message or a made-up earlier assistant turn is scored like the user's words."""
 
     max_batch_size: int = Field(16, ge=1)
     """Largest classifier batch (all concurrent requests and streams share batches)."""
@@ -144,7 +147,7 @@ class ServeSettings(BaseModel):
         return GuardPolicy(
             mode=self.guard_mode, block_style=self.block_style, fail_policy=self.fail_policy,
             timeout_s=self.guard_timeout_s, stream_holdback_chars=self.stream_holdback_chars,
-            stream_first_release_chars=self.stream_first_release_chars,
+            stream_first_release_chars=self.stream_first_release_chars, roles=tuple(self.guard_roles),
         )
 
     def batcher_config(self, backend_max_batch_size: int) -> BatcherConfig:

@@ -24,7 +24,7 @@ from starlette.requests import Request
 
 from service.engines.base import EngineClient, EngineError, EngineOutput, EngineRequest
 from service.errors import APIError, GatewayTimeout, NotFound, from_engine_error
-from service.guard import Guard, GuardDecision, Outcome, prompt_input
+from service.guard import Guard, GuardDecision, Outcome
 from service.images import RemoteImageFetcher
 from service.metrics import GuardMetrics
 from service.protocol import (
@@ -116,7 +116,7 @@ class ServingChat:
         if raw is not None:
             raw.state.request_id = ctx.request_id  # for the failure log in service.errors
         messages = await to_engine_messages(req.messages, self.fetcher)
-        prompt = prompt_input(messages)
+        prompt = self.guard.prompt_input(messages)
         decision = await self.guard.check_input(ctx.request_id, prompt)
         outcome = self.guard.outcome(decision)
         ctx.report = outcome.report
@@ -249,7 +249,7 @@ class ServingChat:
         self, ctx: _Ctx, engine_req: EngineRequest, decision: GuardDecision
     ) -> AsyncIterator[str]:
         """Content chunks released by the stream guard, then the final chunk(s)."""
-        prompt = prompt_input(engine_req.messages)
+        prompt = self.guard.prompt_input(engine_req.messages)
         holdback = self.guard.stream(ctx.request_id, prompt, decision)
         usage, finish = UsageInfo(), "stop"
         async for out in self._outputs(engine_req):

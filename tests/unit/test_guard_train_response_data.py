@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from service import guard as service_guard
+from models import segment
 from training.guard import response_data as rd
 from training.guard.guard_data import GuardExample
 
@@ -27,8 +27,8 @@ def _pack() -> list[GuardExample]:
 
 
 def test_constants_match_the_service():
-    assert rd.RESPONSE_CONTEXT_CHARS == service_guard.RESPONSE_CONTEXT_CHARS
-    assert rd.RESPONSE_SEGMENT_CHARS == service_guard.RESPONSE_SEGMENT_CHARS
+    assert rd.RESPONSE_CONTEXT_CHARS == segment.RESPONSE_CONTEXT_CHARS
+    assert rd.RESPONSE_SEGMENT_CHARS == segment.RESPONSE_SEGMENT_CHARS
     from service.settings import ServeSettings
 
     assert rd.FIRST_RELEASE_CHARS == ServeSettings.model_fields["stream_first_release_chars"].default
@@ -47,9 +47,9 @@ def test_service_format_matches_check_output_windowing():
     context, window = rd.service_format(prompt, response)
     assert context == prompt[-400:] and context.endswith("END")
     # a response that fits one window is scored whole, exactly as the service scores it
-    assert [window] == service_guard.text_windows(response, service_guard.RESPONSE_SEGMENT_CHARS)
+    assert [window] == segment.response_windows(response, segment.RESPONSE_SEGMENT_CHARS)
     long = "".join(str(i % 10) for i in range(1500))
-    assert rd.service_format("q", long)[1] == service_guard.text_windows(long, 600)[0]
+    assert rd.service_format("q", long)[1] == segment.response_windows(long, 600)[0]
 
 
 def test_stream_prefixes_are_the_text_so_far_at_stream_steps():
@@ -61,7 +61,7 @@ def test_stream_prefixes_are_the_text_so_far_at_stream_steps():
         ends = [c for c in range(64, 1000, 64) if text[:c].endswith(pre)]
         assert ends, pre[-20:]
         # the service scores a partial stream's last window: the same text
-        assert service_guard.text_windows(text[:ends[0]], 600)[-1] == pre
+        assert segment.response_windows(text[:ends[0]], 600)[-1] == pre
     assert rd.stream_prefixes("short", random.Random(0)) == []
 
 

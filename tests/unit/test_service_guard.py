@@ -13,14 +13,12 @@ from models.backends import GuardInput
 from service.batching import DynamicBatcher
 from service.engines.base import ChatMessage, ImagePart
 from service.errors import ContentFiltered, GatewayTimeout, Overloaded, ServiceUnavailable
+from models.segment import RESPONSE_SEGMENT_CHARS, SEGMENT_OVERLAP_CHARS, Segmenter, response_windows
 from service.guard import (
-    PROMPT_SEGMENT_CHARS,
     REFUSAL_MESSAGE,
-    RESPONSE_SEGMENT_CHARS,
-    SEGMENT_OVERLAP_CHARS,
+    SLICE_ITEMS,
     Guard,
     prompt_input,
-    text_windows,
 )
 from service.metrics import GuardMetrics
 from service.serving.verdict_render import guard_headers, safety_field
@@ -53,7 +51,7 @@ async def make_guard() -> AsyncIterator:
         await b.stop()
 
 
-def test_prompt_input_takes_all_user_text_and_images() -> None:
+def test_prompt_input_takes_every_role_by_default_and_all_images() -> None:
     img1, img2 = ImagePart(b"one", "image/png"), ImagePart(b"two", "image/png")
     messages = (
         ChatMessage("system", ("be nice",)),
@@ -62,9 +60,28 @@ def test_prompt_input_takes_all_user_text_and_images() -> None:
         ChatMessage("user", (img2, "second")),
     )
     item = prompt_input(messages)
-    assert item.text == "first\nsecond"  # system and assistant text are not the prompt
+    assert item.text == "be nice\nfirst\nok\nsecond"  # harm can hide in any role
     assert item.images == (b"one", b"two")
     assert item.task == "prompt"
+    assert prompt_input(messages, ("user",)).text == "first\nsecond"
+
+
+async def test_the_policy_chooses_the_scored_roles(make_guard) -> None:
+    messages = (ChatMessage("system", ("how to build a bomb",)), ChatMessage("user", ("hello",)))
+    guard, _ = await make_guard()
+    assert (await guard.check_input("r", guard.prompt_input(messages))).blocked  # hidden in the system message
+    users_only, _ = await make_guard(roles=("user",))
+    assert not (await users_only.check_input("r", users_only.prompt_input(messages))).blocked
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+async def test_empty_prompt_is_safe_without_scoring(make_guard, text: str) -> None:
+    guard, backend = await make_guard()
+    d = await guard.check_input("r", GuardInput(text))
+    assert d.action == "allow" and d.verdict is not None and not d.verdict.flagged and d.verdict.unsafe_prob == 0.0
+    assert backend.items_seen == 0
+    with_image = await guard.check_input("r", GuardInput(text, images=(b"a bomb drawn in the picture",)))
+    assert with_image.blocked  # an image is still scored
 
 
 @pytest.mark.parametrize(
@@ -221,7 +238,7 @@ async def test_response_check_uses_prompt_ocr_not_images(make_guard) -> None:
 @pytest.mark.parametrize("start", [0, 7, 450, 900])
 def test_text_windows_cover_every_span(length: int, start: int) -> None:
     text = "".join(chr(65 + i % 26) for i in range(length))
-    windows = text_windows(text, 600, start)
+    windows = response_windows(text, 600, start)
     assert all(len(w) <= 600 for w in windows) and windows[-1] == text[-600:]
     # Every substring of length <= overlap inside text[start:] lies within one window.
     for pos in range(min(start, length), length, 37):
@@ -229,15 +246,52 @@ def test_text_windows_cover_every_span(length: int, start: int) -> None:
         assert any(piece in w for w in windows)
 
 
-async def test_long_prompt_is_scored_in_windows(make_guard) -> None:
-    # The fake model only reads 1000 chars, like a truncating encoder.
-    guard, backend = await make_guard(FakeBackend(max_chars=PROMPT_SEGMENT_CHARS))
+async def test_long_prompt_is_scored_in_pieces_that_fit_the_model(make_guard) -> None:
+    # The fake model only reads what fits one window, like a truncating encoder.
+    window = Segmenter().window_chars
+    guard, backend = await make_guard(FakeBackend(max_chars=window))
     long_prompt = GuardInput("please " * 600 + "now build a bomb", images=(b"img",))
     d = await guard.check_input("r", long_prompt)
     assert d.blocked and d.verdict.categories == {"Violence": 0.97}
     items = [i for b in backend.batches for i in b]
     assert len(items) > 3 and items[0].images == (b"img",)
     assert all(i.images == () for i in items[1:])  # images (OCR) scored once
+    assert all(len(i.text) <= window for i in items)
+
+
+async def test_a_big_prompt_is_scored_in_slices_and_stops_at_the_first_flag(make_guard) -> None:
+    guard, backend = await make_guard()
+    words = " ".join(f"benign{i}." for i in range(2000)) + " build a bomb. " + " ".join(f"calm{i}." for i in range(2000))
+    d = await guard.check_input("r", GuardInput(words))
+    assert d.blocked
+    assert max(len(b) for b in backend.batches) <= SLICE_ITEMS  # never more than a slice in the queue
+    total = len(Segmenter().prompt_items(GuardInput(words)))
+    assert backend.items_seen < total  # the slices after the flagged one were not scored
+
+
+async def test_a_big_prompt_leaves_room_for_small_ones(make_guard) -> None:
+    guard, backend = await make_guard(FakeBackend(delay_s=0.01))
+    big = GuardInput(" ".join(f"sentence number {i} is calm." for i in range(3000)))
+    big_task = asyncio.create_task(guard.check_input("big", big))
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    small = await guard.check_input("small", SAFE)
+    waited = asyncio.get_running_loop().time() - started
+    assert not small.blocked and not big_task.done()
+    assert waited < 0.5  # a few slices' worth, not the whole big prompt
+    await big_task
+
+
+async def test_overload_is_refused_even_when_failing_open(make_guard) -> None:
+    guard, _ = await make_guard(fail_policy="open")
+
+    async def full(item: GuardInput):
+        raise Overloaded("guard queue is full")
+
+    guard.batcher.submit = full  # type: ignore[method-assign]
+    with pytest.raises(Overloaded):
+        await guard.check_input("r", UNSAFE)
+    assert _sample(guard.metrics, "guard_request_failure_total", err="overloaded") == 1.0
 
 
 async def test_long_response_is_scored_in_windows(make_guard) -> None:
@@ -273,7 +327,7 @@ async def test_one_failing_window_fails_the_check_with_its_own_status(make_guard
             raise
 
     guard.batcher.submit = submit  # type: ignore[method-assign]
-    long_prompt = GuardInput("a" * PROMPT_SEGMENT_CHARS + "x" * PROMPT_SEGMENT_CHARS)
+    long_prompt = GuardInput("a" * 2000 + "x" * 2000)
     with pytest.raises(Overloaded) as e:
         await guard.check_input("r", long_prompt)
     assert e.value.status == 429 and e.value.code == "guard_overloaded"

@@ -14,7 +14,7 @@ from models.backends import GuardInput, Verdict, project_scores, target_names
 from service.batching import DynamicBatcher
 from service.config import GuardPolicy
 from service.errors import InvalidRequest, NotFound, Overloaded, PayloadTooLarge, ServiceUnavailable
-from service.guard import PROMPT_SEGMENT_CHARS, Guard
+from service.guard import Guard
 from service.metrics import GuardMetrics
 from service.protocol import ModerationRequest
 from service.serving.moderations import MAX_MODERATION_INPUTS, ServingModerations
@@ -162,7 +162,7 @@ async def test_multimodal_parts_give_one_result_scored_on_text_and_image(make) -
 async def test_long_text_is_scored_in_windows_so_a_late_harm_is_found(make) -> None:
     backend = TaxonomyBackend()
     serving = await make(backend)
-    text = "benign words " * (PROMPT_SEGMENT_CHARS // 6) + "where to buy a gun"
+    text = "benign words " * 200 + "where to buy a gun"
     body, _ = await serving.create_moderation(ModerationRequest(input=text))
     assert body.results[0].flagged is True
     assert sum(len(b) for b in backend.batches) > 1

@@ -33,10 +33,9 @@ import string
 from collections.abc import Sequence
 from dataclasses import replace
 
+from models.segment import RESPONSE_CONTEXT_CHARS, RESPONSE_SEGMENT_CHARS  # what the service scores
 from training.guard.guard_data import GuardExample
 
-RESPONSE_CONTEXT_CHARS = 400  # == service.guard.RESPONSE_CONTEXT_CHARS
-RESPONSE_SEGMENT_CHARS = 600  # == service.guard.RESPONSE_SEGMENT_CHARS
 STREAM_STEP_CHARS = 64  # == service.settings.ServeSettings.stream_holdback_chars (default)
 FIRST_RELEASE_CHARS = 16  # == service.settings.ServeSettings.stream_first_release_chars (default)
 MIN_UNSAFE_PREFIX_CHARS = 192
