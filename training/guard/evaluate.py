@@ -1,9 +1,11 @@
 """``spaguard eval-guard``: evaluate a harm classifier on guard-schema JSONL.
 
     spaguard eval-guard --data FILE.jsonl [--root DIR] [--model PATH]
-                        [--backend torch|onnx|onnx-int8] --out DIR
+                        [--backend torch|onnx|onnx-int8] --out DIR [--items ITEMS.jsonl]
 
-Scoring goes through ``models.backends.load_backend`` (the path the service uses). Writes
+Scoring is the server's: ``models.backends.load_backend`` and ``segmenter_for`` (the same windows, sentence
+chunks, decoded variants, OCR and aggregation as ``service.guard``; ``training.guard.scoring``), with progress
+on stderr. ``--items`` writes one JSON line per scored example for error analysis. Writes
 ``DIR/metrics.json`` shaped ``{"prompt": M, "response": M, "latency_ms": {"p50", "p95", ...},
 "by_category": {...}}`` with M = ``{"n","tp","fp","tn","fn","recall","fpr","precision","f1","auroc",
 "auprc","ece"}`` (a value is null where undefined, M is null when the task has no labels),
@@ -28,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from models.backends import GuardInput, ScoringBackend, Verdict
+from models.backends import ScoringBackend, Segmenter
 from training.guard.guard_data import TASKS, GuardExample, read_guard_jsonl
+from training.guard.scoring import Scored, score_examples
 
 ECE_BINS = 10
 
@@ -87,61 +90,62 @@ def binary_metrics(labels: Sequence[int], probs: Sequence[float], flags: Sequenc
     }
 
 
-def task_items(examples: Sequence[GuardExample], task: str) -> list[tuple[GuardInput, int, str | None]]:
-    """(input, label, category) for every example labelled for ``task`` (null labels skipped)."""
-    out = []
-    for ex in examples:
-        label = ex.label(task)
-        if label is None:
-            continue
-        item = ex.prompt_input() if task == "prompt" else ex.response_input()
-        out.append((item, label, ex.category))
-    return out
+def labelled(examples: Sequence[GuardExample], task: str) -> list[GuardExample]:
+    """The examples labelled for ``task`` (null labels skipped)."""
+    return [ex for ex in examples if ex.label(task) is not None]
 
 
-def score_all(backend: ScoringBackend, items: Sequence[GuardInput],
-              batch_size: int) -> tuple[list[Verdict], list[float]]:
-    """Score in batches; returns verdicts and the per-item latency (batch wall time / batch size)."""
-    size = max(1, min(batch_size, backend.max_batch_size))
-    verdicts: list[Verdict] = []
-    per_item_ms: list[float] = []
-    for start in range(0, len(items), size):
-        batch = list(items[start:start + size])
-        t0 = time.perf_counter()
-        got = backend.score(batch)
-        elapsed_ms = (time.perf_counter() - t0) * 1000.0
-        if len(got) != len(batch):
-            raise RuntimeError(f"backend returned {len(got)} verdicts for {len(batch)} inputs")
-        verdicts.extend(got)
-        per_item_ms.extend([elapsed_ms / len(batch)] * len(batch))
-    return verdicts, per_item_ms
+class _Progress:
+    """``eval-guard: prompt 1,024/9,363 items (12 s)`` on stderr, at most every 5 seconds and at the end."""
+
+    def __init__(self, task: str) -> None:
+        self.task, self.t0, self.last = task, time.perf_counter(), 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - self.last >= 5.0:
+            self.last = now
+            print(f"eval-guard: {self.task} {done:,}/{total:,} items ({now - self.t0:.0f} s)", file=sys.stderr)
 
 
-def evaluate(examples: Sequence[GuardExample], backend: ScoringBackend,
-             batch_size: int = 32) -> tuple[dict[str, Any], dict[str, TaskScores]]:
-    """Score both tasks and build the metrics dict (see the module docstring)."""
+def evaluate(examples: Sequence[GuardExample], backend: ScoringBackend, batch_size: int = 32,
+             segmenter: Segmenter | None = None,
+             items_out: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, TaskScores]]:
+    """Score both tasks as the server does (``training.guard.scoring``) and build the metrics dict (see the
+    module docstring). ``items_out``, if given, receives one record per scored example and task."""
+    segmenter = segmenter or Segmenter()
     metrics: dict[str, Any] = {}
     scores: dict[str, TaskScores] = {}
     latencies: list[float] = []
     for task in TASKS:
-        rows = task_items(examples, task)
+        rows = labelled(examples, task)
         if not rows:
             metrics[task] = None
             continue
-        verdicts, lat = score_all(backend, [r[0] for r in rows], batch_size)
-        latencies.extend(lat)
-        ts = TaskScores(np.array([r[1] for r in rows]), np.array([v.unsafe_prob for v in verdicts]),
-                        np.array([v.flagged for v in verdicts]), [r[2] for r in rows])
+        got = score_examples(backend, segmenter, rows, task, batch_size, _Progress(task))
+        latencies.extend(s.latency_ms for s in got)
+        ts = TaskScores(np.array([ex.label(task) for ex in rows]), np.array([s.verdict.unsafe_prob for s in got]),
+                        np.array([s.verdict.flagged for s in got]), [ex.category for ex in rows])
         scores[task] = ts
         metrics[task] = binary_metrics(ts.labels, ts.probs, ts.flags)
+        if items_out is not None:
+            items_out.extend(_item_record(ex, task, s) for ex, s in zip(rows, got))
     lat_arr = np.asarray(latencies)
     metrics["latency_ms"] = {
         "p50": float(np.percentile(lat_arr, 50)) if len(lat_arr) else None,
         "p95": float(np.percentile(lat_arr, 95)) if len(lat_arr) else None,
-        "batch_size": batch_size, "per": "item (batch wall time / batch size)",
+        "batch_size": batch_size, "per": "example (its items' share of batch wall time)",
     }
     metrics["by_category"] = by_category(scores)
     return metrics, scores
+
+
+def _item_record(ex: GuardExample, task: str, s: Scored) -> dict[str, Any]:
+    v = s.verdict
+    return {"uid": ex.uid, "dataset": ex.group, "task": task, "label": ex.label(task),
+            "unsafe_prob": round(v.unsafe_prob, 6), "flagged": v.flagged,
+            "categories": {k: round(p, 4) for k, p in v.categories.items()}, "ocr_text": v.ocr_text,
+            "n_items": s.n_items}
 
 
 def by_category(scores: dict[str, TaskScores]) -> dict[str, dict[str, dict | None]]:
@@ -226,6 +230,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="items per backend call")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
     p.add_argument("--out", required=True, help="output folder for metrics.json, summary.md, plots")
+    p.add_argument("--items", default=None, help="also write one JSON line per scored example and task "
+                   "(uid, dataset, task, label, unsafe_prob, flagged, categories, ocr_text, n_items)")
+    p.add_argument("--no-decode", action="store_true", help="do not score decoded variants (base64, rot13, "
+                   "...); the server always does")
     return p
 
 
@@ -238,11 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # bad input: one clear line, exit 2 (no traceback)
         print(f"spaguard eval-guard: error: {exc}", file=sys.stderr)
         return 2
-    from models.backends import load_backend  # the same door the service uses
+    from models.backends import load_backend, segmenter_for  # the same door the service uses
 
     backend = load_backend(args.backend, args.model, threads=args.threads,
                            max_batch_size=args.batch_size)
-    metrics, scores = evaluate(examples, backend, args.batch_size)
+    records: list[dict[str, Any]] = []
+    metrics, scores = evaluate(examples, backend, args.batch_size,
+                               segmenter_for(args.model, decode=not args.no_decode), records)
+    if args.items:
+        Path(args.items).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.items).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     metrics["data"] = str(args.data)
     metrics["model"] = str(args.model or "models/default")
     metrics["backend"] = args.backend
