@@ -123,6 +123,8 @@ class Segmenter:
       whole text when it fits one window (the carrier + OCR form the classifier was trained on), else with the
       text's last third of a window (the question about the picture is usually at the end), so the OCR text
       keeps token room. Empty text and no images: no items (nothing to score is safe).
+    * ``ocr_items(prompt_text, ocr_text)``: once the prompt's images are read, the decoded variants of the
+      OCR text (text cut across image pieces comes back as fragments: "cre ate a vi rus").
     * ``response_items(context, response, start)``: ``response_windows`` of ``response[start:]`` after
       ``context`` (see ``response_context``).
     ``window_chars`` comes from the artifact's token budget (``models.backends.segmenter_for``);
@@ -147,6 +149,17 @@ class Segmenter:
         else:
             carrier = prompt.text[-(self.window_chars // 3):]
         return [GuardInput(carrier, prompt.images)] + [GuardInput(t) for t in texts if t != carrier]
+
+    def ocr_items(self, prompt_text: str, ocr_text: str) -> list[GuardInput]:
+        """Second-round items for the text OCR found in a prompt's images: each decoded variant of it
+        (split fragments re-joined, base64, rot13, ...) in the carrier + OCR form the classifier reads,
+        after the prompt's last third of a window. Empty when the OCR text hides nothing."""
+        if not (self.decode and ocr_text.strip()):
+            return []
+        carrier = prompt_text[-(self.window_chars // 3):]
+        room = max(32, self.window_chars - len(carrier) - 1)
+        variants = [piece for v in decoded_variants(ocr_text, self.vocabulary) for piece in segments(v, room)]
+        return [GuardInput(f"{carrier}\n{v}" if carrier else v) for v in dict.fromkeys(variants)]
 
     def response_items(self, context: str, response: str, start: int = 0) -> list[GuardInput]:
         if not response.strip():

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -118,7 +118,8 @@ class Guard:
         encodings are scored decoded, and empty text with no image is safe without scoring. The most
         unsafe item decides.
         """
-        return await self._check(request_id, "prompt", self.segmenter.prompt_items(prompt))
+        followup = (lambda ocr: self.segmenter.ocr_items(prompt.text, ocr)) if prompt.images else None
+        return await self._check(request_id, "prompt", self.segmenter.prompt_items(prompt), followup)
 
     async def check_output(
         self,
@@ -156,7 +157,10 @@ class Guard:
                            error=ContentFiltered(f"the {what} was blocked by the safety guard"))
         return Outcome("refuse", report, refusal=REFUSAL_MESSAGE)
 
-    async def _check(self, request_id: str, task: str, items: list[GuardInput]) -> GuardDecision:
+    async def _check(self, request_id: str, task: str, items: list[GuardInput],
+                     followup: Callable[[str], list[GuardInput]] | None = None) -> GuardDecision:
+        """Score ``items`` and decide. ``followup(ocr_text)``: more items once the images have been read
+        (``Segmenter.ocr_items``), scored in the same check unless the first round already flagged."""
         if self.policy.mode == "off":
             return GuardDecision(task, "off", None)
         if not items:  # empty text, no image: nothing can be harmful
@@ -167,6 +171,9 @@ class Guard:
         try:
             async with asyncio.timeout(self.policy.timeout_s):
                 results = await self._score_in_slices(items)
+                ocr = combine([v for v, _ in results]).ocr_text
+                if followup and ocr and not any(v.flagged for v, _ in results):
+                    results += await self._score_in_slices(followup(ocr))
         except Exception as exc:  # noqa: BLE001 - the fail policy decides, see _failed
             return self._failed(request_id, task, exc)
         verdict = combine([v for v, _ in results])

@@ -5,7 +5,8 @@ Contract
 ``score_examples(backend, segmenter, examples, task)`` returns one ``Scored`` per example, in order:
 
 * prompt task: ``segmenter.prompt_items(example.prompt_input())`` (windows, sentence chunks, decoded
-  variants, images on one item), every item scored by ``backend``, merged by ``combine``; an example with
+  variants, images on one item), every item scored by ``backend``; then, for an example with images that
+  is not yet flagged, ``segmenter.ocr_items`` of the OCR text found; merged by ``combine``. An example with
   nothing to score (empty text, no image) gets ``nothing_to_score``, as the server's guard does;
 * response task: the prompt is scored first when it has images (the server takes the response's context
   OCR text from the prompt verdict), then ``segmenter.response_items(response_context(prompt, ocr),
@@ -76,5 +77,14 @@ def score_examples(backend: ScoringBackend, segmenter: Segmenter, examples: Sequ
     else:
         owners = [segmenter.prompt_items(ex.prompt_input()) for ex in examples]
     verdicts, cost = _score_flat(backend, owners, batch_size, progress)
+    if task == "prompt":  # the server's second round: decoded variants of the OCR text, unless already flagged
+        second = [segmenter.ocr_items(ex.prompt, combine(v).ocr_text) if ex.images and v and
+                  not any(x.flagged for x in v) else [] for ex, v in zip(examples, verdicts)]
+        if any(second):
+            more, more_cost = _score_flat(backend, second, batch_size, None)
+            for i, extra in enumerate(second):
+                verdicts[i] += more[i]
+                owners[i] = owners[i] + extra
+                cost[i] += more_cost[i]
     return [Scored(combine(v) if v else nothing_to_score(task), len(items), c + p)
             for v, items, c, p in zip(verdicts, owners, cost, prompt_cost)]
