@@ -24,6 +24,7 @@ the server scores.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,15 +79,24 @@ def sentence_chunks(text: str, chunk_chars: int) -> list[str]:
     return chunks
 
 
-def segments(text: str, window_chars: int, chunk_chars: int | None = None) -> list[str]:
-    """The pieces of ``text`` to score (see the module docstring); duplicates dropped, order kept."""
+def segment_pieces(text: str, window_chars: int, chunk_chars: int | None = None) -> list[tuple[str, bool]]:
+    """``(piece, is_chunk)`` for every piece of ``text`` to score (see the module docstring): windows (and a
+    text that fits one) have ``is_chunk`` False, sentence chunks True. Duplicates dropped (a window wins),
+    order kept."""
     if not text.strip():
         return []
     if len(text) <= window_chars:
-        return [text]
+        return [(text, False)]
     chunk = chunk_chars or max(32, window_chars // 3)
-    pieces = windows(text, window_chars, window_chars // 4) + sentence_chunks(text, chunk)
-    return list(dict.fromkeys(pieces))
+    out: dict[str, bool] = dict.fromkeys(windows(text, window_chars, window_chars // 4), False)
+    for piece in sentence_chunks(text, chunk):
+        out.setdefault(piece, True)
+    return list(out.items())
+
+
+def segments(text: str, window_chars: int, chunk_chars: int | None = None) -> list[str]:
+    """The pieces of ``text`` to score, windows and chunks alike (``segment_pieces`` without the flags)."""
+    return [piece for piece, _ in segment_pieces(text, window_chars, chunk_chars)]
 
 
 # ---- the guard's items ---------------------------------------------------------------------------
@@ -115,11 +125,20 @@ def response_context(prompt_text: str, ocr_text: str = "") -> str:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """One item to score; ``chunk``: a sentence chunk, which flags only at ``Segmenter.chunk_threshold``."""
+
+    item: GuardInput
+    chunk: bool = False
+
+
+@dataclass(frozen=True)
 class Segmenter:
     """Turns one prompt or response into the items the classifier scores; ``combine`` merges their verdicts.
 
-    * ``prompt_items(prompt)``: ``segments`` of the text, plus the segments of every ``decoded_variants`` of
-      each piece (a base64 blob, rot13, leetspeak, OCR-style fragments). Images ride on one item: with the
+    * ``prompt_pieces(prompt)``: ``segment_pieces`` of the text, plus those of every ``decoded_variants`` of
+      each piece (a base64 blob, rot13, leetspeak, OCR-style fragments); ``merge`` turns their verdicts into
+      one, holding sentence chunks to ``chunk_threshold``. Images ride on one item: with the
       whole text when it fits one window (the carrier + OCR form the classifier was trained on), else with the
       text's last third of a window (the question about the picture is usually at the end), so the OCR text
       keeps token room. Empty text and no images: no items (nothing to score is safe).
@@ -134,21 +153,46 @@ class Segmenter:
     window_chars: int = 384
     vocabulary: frozenset[str] = frozenset()
     decode: bool = True
+    # A sentence chunk is read out of context, where the classifier is far less sure: on benign long texts
+    # (dolly, gpteacher role-play, openai_moderation's benign rows) the most unsafe chunk's median score was
+    # 0.13-0.46, so at the prompt threshold (0.25) a third to two thirds of long benign prompts were flagged.
+    # At 0.97 that share is 0-7.5 % while a chunk still catches half of the harmful requests hidden in long
+    # benign text that the windows miss (docs/classifier.md, "Input handling").
+    chunk_threshold: float = 0.97
 
-    def prompt_items(self, prompt: GuardInput) -> list[GuardInput]:
-        pieces = segments(prompt.text, self.window_chars)
+    def prompt_pieces(self, prompt: GuardInput) -> list[Piece]:
+        """The prompt's items, each marked whether it is a sentence chunk (see ``merge``)."""
+        found = segment_pieces(prompt.text, self.window_chars)
         if self.decode:
-            for piece in list(pieces):
+            for piece, _ in list(found):
                 for variant in decoded_variants(piece, self.vocabulary):
-                    pieces += segments(variant, self.window_chars)
-        texts = list(dict.fromkeys(pieces))
+                    found += segment_pieces(variant, self.window_chars)
+        flags: dict[str, bool] = {}
+        for text, is_chunk in found:
+            flags[text] = flags.get(text, True) and is_chunk
         if not prompt.images:
-            return [GuardInput(t) for t in texts]
+            return [Piece(GuardInput(t), c) for t, c in flags.items()]
         if len(prompt.text) <= self.window_chars:
             carrier = prompt.text
         else:
             carrier = prompt.text[-(self.window_chars // 3):]
-        return [GuardInput(carrier, prompt.images)] + [GuardInput(t) for t in texts if t != carrier]
+        return [Piece(GuardInput(carrier, prompt.images))] + [Piece(GuardInput(t), c) for t, c in flags.items()
+                                                              if t != carrier]
+
+    def prompt_items(self, prompt: GuardInput) -> list[GuardInput]:
+        """The items of ``prompt_pieces``, without the chunk marks."""
+        return [p.item for p in self.prompt_pieces(prompt)]
+
+    def merge(self, pieces: Sequence[Piece], verdicts: Sequence[Verdict]) -> Verdict:
+        """One verdict for an input from its pieces' verdicts (same order; a prefix of them is fine). A sentence
+        chunk counts only when its score reaches ``chunk_threshold``; then it flags. Otherwise ``combine``."""
+        counted = [v for p, v in zip(pieces, verdicts) if not p.chunk or v.unsafe_prob >= self.chunk_threshold]
+        fired = any(p.chunk and v.unsafe_prob >= self.chunk_threshold for p, v in zip(pieces, verdicts))
+        if not counted:  # only chunks, none reaching the bar: the least unsafe reading
+            return dataclasses.replace(min(verdicts, key=lambda v: v.unsafe_prob), flagged=False, categories={})
+        merged = combine(counted)
+        ocr = "\n".join(v.ocr_text for v in verdicts if v.ocr_text)
+        return dataclasses.replace(merged, flagged=merged.flagged or fired, ocr_text=ocr)
 
     def ocr_items(self, prompt_text: str, ocr_text: str) -> list[GuardInput]:
         """Second-round items for the text OCR found in a prompt's images: each decoded variant of it

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from models.backends import GuardInput, Segmenter, Verdict, combine, nothing_to_score, response_context
+from models.backends import GuardInput, Piece, Segmenter, Verdict, nothing_to_score, response_context
 from service.batching import BatchTiming, DynamicBatcher
 from service.config import ALL_GUARD_ROLES, Action, GuardPolicy, GuardRole
 from service.engines.base import ChatMessage
@@ -113,13 +113,13 @@ class Guard:
     async def check_input(self, request_id: str, prompt: GuardInput) -> GuardDecision:
         """Score the prompt; raises only under ``fail_policy=closed`` (or on overload, see ``_failed``).
 
-        The prompt is cut by ``Segmenter.prompt_items``: nothing of a long text is lost to the
+        The prompt is cut by ``Segmenter.prompt_pieces``: nothing of a long text is lost to the
         classifier's truncation, one harmful sentence is scored in a short chunk of its own, hidden
         encodings are scored decoded, and empty text with no image is safe without scoring. The most
         unsafe item decides.
         """
-        followup = (lambda ocr: self.segmenter.ocr_items(prompt.text, ocr)) if prompt.images else None
-        return await self._check(request_id, "prompt", self.segmenter.prompt_items(prompt), followup)
+        followup = (lambda ocr: [Piece(i) for i in self.segmenter.ocr_items(prompt.text, ocr)]) if prompt.images else None
+        return await self._check(request_id, "prompt", self.segmenter.prompt_pieces(prompt), followup)
 
     async def check_output(
         self,
@@ -139,7 +139,7 @@ class Guard:
         """
         ocr = prompt_decision.verdict.ocr_text if prompt_decision.verdict else ""
         items = self.segmenter.response_items(response_context(prompt.text, ocr), response, start)
-        return await self._check(request_id, "response", items)
+        return await self._check(request_id, "response", [Piece(i) for i in items])
 
     def stream(
         self, request_id: str, prompt: GuardInput, prompt_decision: GuardDecision
@@ -157,26 +157,28 @@ class Guard:
                            error=ContentFiltered(f"the {what} was blocked by the safety guard"))
         return Outcome("refuse", report, refusal=REFUSAL_MESSAGE)
 
-    async def _check(self, request_id: str, task: str, items: list[GuardInput],
-                     followup: Callable[[str], list[GuardInput]] | None = None) -> GuardDecision:
-        """Score ``items`` and decide. ``followup(ocr_text)``: more items once the images have been read
-        (``Segmenter.ocr_items``), scored in the same check unless the first round already flagged."""
+    async def _check(self, request_id: str, task: str, pieces: list[Piece],
+                     followup: Callable[[str], list[Piece]] | None = None) -> GuardDecision:
+        """Score ``pieces`` and decide (``Segmenter.merge``). ``followup(ocr_text)``: more pieces once the
+        images have been read (``Segmenter.ocr_items``), scored in the same check unless already flagged."""
         if self.policy.mode == "off":
             return GuardDecision(task, "off", None)
-        if not items:  # empty text, no image: nothing can be harmful
+        if not pieces:  # empty text, no image: nothing can be harmful
             decision = GuardDecision(task, "allow", nothing_to_score(task))
             self._record(request_id, decision)
             return decision
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self.policy.timeout_s):
-                results = await self._score_in_slices(items)
-                ocr = combine([v for v, _ in results]).ocr_text
-                if followup and ocr and not any(v.flagged for v, _ in results):
-                    results += await self._score_in_slices(followup(ocr))
+                results = await self._score_in_slices(pieces)
+                first = self.segmenter.merge(pieces, [v for v, _ in results])
+                if followup and first.ocr_text and not first.flagged:
+                    more = followup(first.ocr_text)
+                    pieces = pieces[:len(results)] + more
+                    results += await self._score_in_slices(more)
         except Exception as exc:  # noqa: BLE001 - the fail policy decides, see _failed
             return self._failed(request_id, task, exc)
-        verdict = combine([v for v, _ in results])
+        verdict = self.segmenter.merge(pieces, [v for v, _ in results])
         timing = BatchTiming(
             queue_s=max(t.queue_s for _, t in results),
             inference_s=max(t.inference_s for _, t in results),
@@ -192,16 +194,16 @@ class Guard:
         self._record(request_id, decision)
         return decision
 
-    async def _score_in_slices(self, items: list[GuardInput]) -> list[tuple[Verdict, BatchTiming]]:
-        """Submit ``SLICE_ITEMS`` items at a time (fair to other requests); stop at the first flagged
-        slice, since the rest cannot make the verdict safer."""
+    async def _score_in_slices(self, pieces: list[Piece]) -> list[tuple[Verdict, BatchTiming]]:
+        """Submit ``SLICE_ITEMS`` pieces at a time (fair to other requests); stop at the first slice that
+        makes the verdict flagged, since the rest cannot make it safer."""
         results: list[tuple[Verdict, BatchTiming]] = []
-        for first in range(0, len(items), SLICE_ITEMS):
+        for first in range(0, len(pieces), SLICE_ITEMS):
             # A TaskGroup: when one item fails, its siblings are cancelled and leave the queue.
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self.batcher.submit(i)) for i in items[first:first + SLICE_ITEMS]]
+                tasks = [group.create_task(self.batcher.submit(p.item)) for p in pieces[first:first + SLICE_ITEMS]]
             results += [t.result() for t in tasks]
-            if any(v.flagged for v, _ in results):
+            if self.segmenter.merge(pieces, [v for v, _ in results]).flagged:
                 break
         return results
 

@@ -54,3 +54,34 @@ def test_window_size_follows_the_token_budget():
     assert window_chars_for(128) == 384
     assert window_chars_for(128, reserved_tokens=28) == 300
     assert window_chars_for(10) == 64
+
+
+def test_merge_holds_sentence_chunks_to_the_chunk_threshold():
+    from models.contract import GuardInput, Verdict
+    from models.segment import Piece, Segmenter
+
+    seg = Segmenter(chunk_threshold=0.97)
+    window, chunk = Piece(GuardInput("w")), Piece(GuardInput("c"), chunk=True)
+
+    def v(p: float, flagged: bool) -> Verdict:
+        return Verdict("prompt", p, flagged, categories={"x": p} if flagged else {})
+
+    calm = seg.merge([window, chunk], [v(0.1, False), v(0.9, True)])  # a chunk over the task threshold only
+    assert not calm.flagged and calm.unsafe_prob == 0.1 and calm.categories == {}
+    hit = seg.merge([window, chunk], [v(0.1, False), v(0.98, True)])
+    assert hit.flagged and hit.unsafe_prob == 0.98 and hit.categories == {"x": 0.98}
+    assert seg.merge([window, chunk], [v(0.6, True), v(0.2, False)]).flagged  # windows flag as before
+    assert seg.merge([window], [v(0.6, True)]).unsafe_prob == 0.6  # a prefix of the verdicts is fine
+
+
+def test_long_text_marks_chunks_and_windows():
+    from models.contract import GuardInput
+    from models.segment import Segmenter, segment_pieces
+
+    text = "We walked along the beach and watched the waves. " * 20 + HARMFUL
+    pieces = segment_pieces(text, 384)
+    assert any(c for _, c in pieces) and any(not c for _, c in pieces)
+    assert all(len(p) <= 384 for p, c in pieces if not c) and all(len(p) <= 128 for p, c in pieces if c)
+    assert segment_pieces("short", 384) == [("short", False)]
+    seg = Segmenter()
+    assert [p.chunk for p in seg.prompt_pieces(GuardInput("short"))] == [False]

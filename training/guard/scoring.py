@@ -6,7 +6,8 @@ Contract
 
 * prompt task: ``segmenter.prompt_items(example.prompt_input())`` (windows, sentence chunks, decoded
   variants, images on one item), every item scored by ``backend``; then, for an example with images that
-  is not yet flagged, ``segmenter.ocr_items`` of the OCR text found; merged by ``combine``. An example with
+  is not yet flagged, ``segmenter.ocr_items`` of the OCR text found; merged by ``segmenter.merge`` (sentence
+  chunks count only at its ``chunk_threshold``). An example with
   nothing to score (empty text, no image) gets ``nothing_to_score``, as the server's guard does;
 * response task: the prompt is scored first when it has images (the server takes the response's context
   OCR text from the prompt verdict), then ``segmenter.response_items(response_context(prompt, ocr),
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from models.backends import GuardInput, ScoringBackend, Segmenter, Verdict, combine, nothing_to_score, response_context
+from models.backends import GuardInput, Piece, ScoringBackend, Segmenter, Verdict, nothing_to_score, response_context
 from training.guard.guard_data import GuardExample
 
 
@@ -72,19 +73,21 @@ def score_examples(backend: ScoringBackend, segmenter: Segmenter, examples: Sequ
             scored = score_examples(backend, segmenter, [examples[i] for i in with_images], "prompt", batch_size)
             for i, s in zip(with_images, scored):
                 ocr[i], prompt_cost[i] = s.verdict.ocr_text, s.latency_ms
-        owners = [segmenter.response_items(response_context(ex.prompt, ocr[i]), ex.response or "")
+        pieces = [[Piece(item) for item in segmenter.response_items(response_context(ex.prompt, ocr[i]),
+                                                                      ex.response or "")]
                   for i, ex in enumerate(examples)]
     else:
-        owners = [segmenter.prompt_items(ex.prompt_input()) for ex in examples]
-    verdicts, cost = _score_flat(backend, owners, batch_size, progress)
+        pieces = [segmenter.prompt_pieces(ex.prompt_input()) for ex in examples]
+    verdicts, cost = _score_flat(backend, [[p.item for p in ps] for ps in pieces], batch_size, progress)
     if task == "prompt":  # the server's second round: decoded variants of the OCR text, unless already flagged
-        second = [segmenter.ocr_items(ex.prompt, combine(v).ocr_text) if ex.images and v and
-                  not any(x.flagged for x in v) else [] for ex, v in zip(examples, verdicts)]
+        firsts = [segmenter.merge(ps, v) if v else None for ps, v in zip(pieces, verdicts)]
+        second = [[Piece(i) for i in segmenter.ocr_items(ex.prompt, f.ocr_text)] if ex.images and f and
+                  not f.flagged else [] for ex, f in zip(examples, firsts)]
         if any(second):
-            more, more_cost = _score_flat(backend, second, batch_size, None)
+            more, more_cost = _score_flat(backend, [[p.item for p in ps] for ps in second], batch_size, None)
             for i, extra in enumerate(second):
                 verdicts[i] += more[i]
-                owners[i] = owners[i] + extra
+                pieces[i] = pieces[i] + extra
                 cost[i] += more_cost[i]
-    return [Scored(combine(v) if v else nothing_to_score(task), len(items), c + p)
-            for v, items, c, p in zip(verdicts, owners, cost, prompt_cost)]
+    return [Scored(segmenter.merge(ps, v) if v else nothing_to_score(task), len(ps), c + p)
+            for v, ps, c, p in zip(verdicts, pieces, cost, prompt_cost)]
