@@ -35,13 +35,14 @@ from models.artifact import (DEFAULT_ARTIFACT, ArtifactMismatchError, Calibratio
                              resolve_artifact, runtime_card)
 from models.contract import GuardInput, ScoringBackend, Verdict
 from models.ocr_config import OcrConfig
-from models.projection import project_scores, target_names
+from models.projection import nodes_for_target, project_scores, target_names
 from models.render import render_text_image
-from models.segment import Piece, Segmenter, combine, nothing_to_score, response_context, window_chars_for
+from models.segment import (SEGMENT_OVERLAP_CHARS, Piece, Segmenter, combine, nothing_to_score, response_context,
+                            window_chars_for)
 
 __all__ = [
-    "BACKEND_KINDS", "DEFAULT_ARTIFACT", "ArtifactMismatchError", "GuardInput", "OnnxBackend", "Piece", "ScoringBackend",
-    "Segmenter", "TorchBackend", "Verdict", "combine", "load_backend", "nothing_to_score", "project_scores",
+    "BACKEND_KINDS", "DEFAULT_ARTIFACT", "SEGMENT_OVERLAP_CHARS", "ArtifactMismatchError", "GuardInput", "OnnxBackend", "Piece", "ScoringBackend",
+    "Segmenter", "TorchBackend", "Verdict", "combine", "load_backend", "nodes_for_target", "nothing_to_score", "project_scores",
     "render_text_image", "resolve_artifact", "response_context", "segmenter_for", "target_names",
     "verdicts_from_logits",
 ]

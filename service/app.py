@@ -31,6 +31,7 @@ from service.engines.base import EngineClient
 from service.errors import APIError, PayloadTooLarge, Unauthorized, envelope
 from service.errors import register_error_handlers
 from service.guard import Guard
+from service.judge import JudgeClient
 from service.images import RemoteImageFetcher
 from service.metrics import GuardMetrics, HTTPMetricsMiddleware
 from service.routes import chat as chat_routes
@@ -81,6 +82,8 @@ def build_app(
                 yield
             finally:
                 await batcher.stop()
+                if getattr(app.state, "judge", None) is not None:
+                    await app.state.judge.aclose()
 
     app = FastAPI(title="SPA-Guard", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -137,7 +140,10 @@ def _init_state(
         )
     # The artifact's token budget sizes the windows; chat and moderation cut text alike.
     segmenter = segmenter_for(settings.guard_artifact)
-    guard = Guard(batcher, policy, metrics, segmenter)
+    judge_config = settings.judge_config()
+    judge = JudgeClient(judge_config) if judge_config else None
+    app.state.judge = judge  # closed by the lifespan
+    guard = Guard(batcher, policy, metrics, segmenter, judge)
     state = app.state
     state.engine, state.backend, state.batcher, state.guard = engine, scorer, batcher, guard
     state.guard_backend_name = scorer.name

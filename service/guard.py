@@ -21,6 +21,7 @@ All classifier work goes through the shared ``DynamicBatcher``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -28,11 +29,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from models.backends import GuardInput, Piece, Segmenter, Verdict, nothing_to_score, response_context
+from models.backends import (SEGMENT_OVERLAP_CHARS, GuardInput, Piece, Segmenter, Verdict, nothing_to_score,
+                             response_context)
 from service.batching import BatchTiming, DynamicBatcher
 from service.config import ALL_GUARD_ROLES, Action, GuardPolicy, GuardRole
 from service.engines.base import ChatMessage
 from service.errors import APIError, ContentFiltered, GatewayTimeout, ServiceUnavailable
+from service.judge import JudgeClient, JudgeError
 from service.metrics import GuardMetrics
 
 log = logging.getLogger("spaguard.guard")
@@ -98,6 +101,7 @@ class Guard:
         policy: GuardPolicy,
         metrics: GuardMetrics,
         segmenter: Segmenter | None = None,
+        judge: JudgeClient | None = None,
     ) -> None:
         self.batcher = batcher
         self.policy = policy
@@ -105,6 +109,8 @@ class Guard:
         # What of a text is scored (models.segment): windows sized to the classifier's token budget
         # (``models.backends.segmenter_for``), sentence chunks and decoded variants.
         self.segmenter = segmenter or Segmenter()
+        # Optional escalation of uncertain verdicts to a judge model (service.judge).
+        self.judge = judge
 
     def prompt_input(self, messages: Sequence[ChatMessage]) -> GuardInput:
         """The prompt this guard scores for ``messages``: the policy's roles (``prompt_input``)."""
@@ -119,7 +125,8 @@ class Guard:
         unsafe item decides.
         """
         followup = (lambda ocr: [Piece(i) for i in self.segmenter.ocr_items(prompt.text, ocr)]) if prompt.images else None
-        return await self._check(request_id, "prompt", self.segmenter.prompt_pieces(prompt), followup)
+        return await self._check(request_id, "prompt", self.segmenter.prompt_pieces(prompt), followup,
+                                 escalate=(prompt.text, None))
 
     async def check_output(
         self,
@@ -138,8 +145,11 @@ class Guard:
         the classifier's token budget.
         """
         ocr = prompt_decision.verdict.ocr_text if prompt_decision.verdict else ""
-        items = self.segmenter.response_items(response_context(prompt.text, ocr), response, start)
-        return await self._check(request_id, "response", [Piece(i) for i in items])
+        context = response_context(prompt.text, ocr)
+        items = self.segmenter.response_items(context, response, start)
+        # A stream escalates only the text this step scored (its new window), never the whole reply again.
+        new_text = response[max(0, start - SEGMENT_OVERLAP_CHARS):]
+        return await self._check(request_id, "response", [Piece(i) for i in items], escalate=(context, new_text))
 
     def stream(
         self, request_id: str, prompt: GuardInput, prompt_decision: GuardDecision
@@ -158,9 +168,11 @@ class Guard:
         return Outcome("refuse", report, refusal=REFUSAL_MESSAGE)
 
     async def _check(self, request_id: str, task: str, pieces: list[Piece],
-                     followup: Callable[[str], list[Piece]] | None = None) -> GuardDecision:
+                     followup: Callable[[str], list[Piece]] | None = None,
+                     escalate: tuple[str, str | None] | None = None) -> GuardDecision:
         """Score ``pieces`` and decide (``Segmenter.merge``). ``followup(ocr_text)``: more pieces once the
-        images have been read (``Segmenter.ocr_items``), scored in the same check unless already flagged."""
+        images have been read (``Segmenter.ocr_items``), scored in the same check unless already flagged.
+        ``escalate``: the (prompt, response) text a judge sees when the verdict is in its uncertain band."""
         if self.policy.mode == "off":
             return GuardDecision(task, "off", None)
         if not pieces:  # empty text, no image: nothing can be harmful
@@ -189,6 +201,8 @@ class Guard:
         self.metrics.request_duration.labels("total").observe(time.perf_counter() - start)
         if verdict.task != task:
             log.warning("backend answered task %r for a %r item", verdict.task, task)
+        if self.judge is not None and escalate is not None and self.judge.in_band(verdict.unsafe_prob):
+            verdict = await self._escalate(request_id, task, verdict, *escalate)
         action: Action = self.policy.mode if verdict.flagged else "allow"
         decision = GuardDecision(task, action, verdict, timing)
         self._record(request_id, decision)
@@ -206,6 +220,29 @@ class Guard:
             if self.segmenter.merge(pieces, [v for v, _ in results]).flagged:
                 break
         return results
+
+    async def _escalate(self, request_id: str, task: str, student: Verdict, prompt: str,
+                        response: str | None) -> Verdict:
+        """The judge's answer overrides the student's flag (and names the categories when it says unsafe);
+        on any judge failure the student's verdict stands, and the failure is counted and logged."""
+        assert self.judge is not None
+        start = time.perf_counter()
+        try:
+            said = await self.judge.judge(task, prompt, response)
+        except JudgeError as exc:
+            self.metrics.judge.labels(task, f"error_{exc.kind}").inc()
+            log.warning(json.dumps({"event": "judge_failed", "request_id": request_id, "task": task,
+                                    "error": exc.kind}, sort_keys=True))
+            return student
+        finally:
+            self.metrics.judge_duration.observe(time.perf_counter() - start)
+        agreed = said.unsafe == student.flagged
+        outcome = ("agree_" if agreed else "override_") + ("unsafe" if said.unsafe else "safe")
+        self.metrics.judge.labels(task, outcome).inc()
+        if said.unsafe:
+            categories = {**student.categories, **dict.fromkeys(said.nodes, 1.0)}
+            return dataclasses.replace(student, flagged=True, categories=categories)
+        return dataclasses.replace(student, flagged=False, categories={})
 
     def _failed(self, request_id: str, task: str, exc: BaseException) -> GuardDecision:
         """A check that could not be scored. Overload (a full queue: 429; too long in the queue: 504)

@@ -50,6 +50,15 @@ class GuardMetrics:
         self.failures = Counter(
             "guard_request_failure_total", "Failures by kind", ["err"], registry=r
         )
+        self.judge = Counter(
+            "guard_judge_total", "Verdicts escalated to the judge model, by task and outcome (agree_safe, "
+            "agree_unsafe, override_safe, override_unsafe, error_timeout, error_http, error_parse)",
+            ["task", "outcome"], registry=r,
+        )
+        self.judge_duration = Histogram(
+            "guard_judge_duration_seconds", "Judge model latency per escalated check",
+            buckets=DURATION_BUCKETS, registry=r,
+        )
         self.ttft = Histogram(
             "guard_engine_time_to_first_token_seconds", "Engine time to first token",
             buckets=DURATION_BUCKETS, registry=r,

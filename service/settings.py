@@ -10,6 +10,7 @@ the API contract listed in ``service.serve``'s docstring.
 from __future__ import annotations
 
 import argparse
+import os
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from service.config import ALL_GUARD_ROLES, BatcherConfig, BlockStyle, FailPolicy, GuardMode, GuardPolicy, GuardRole
 from service.engines.base import EngineConfig, EngineKind
+from service.judge import JudgeConfig
 
 # --- Request limits (named constants; see service/serve.py docstring) -------------------------
 MAX_IMAGES_PER_REQUEST = 8
@@ -98,6 +100,24 @@ class ServeSettings(BaseModel):
     guard_roles: tuple[GuardRole, ...] = ALL_GUARD_ROLES
     """Message roles whose text the prompt check scores (a developer message counts as system). Default all:
     harm hidden in a system message or a made-up earlier assistant turn is scored like the user's words."""
+    judge_url: str | None = None
+    """OpenAI-compatible base URL of a judge model (e.g. Llama Guard 3 or Qwen3Guard under vllm serve,
+    http://h:8002/v1): checks whose calibrated score falls in --judge-band-low..--judge-band-high are sent
+    to it and its answer overrides the classifier; on a judge error or timeout the classifier's verdict
+    stands (counted in guard_judge_total). None: no escalation."""
+    judge_model: str = "meta-llama/Llama-Guard-3-8B"
+    """Model name sent to the judge server."""
+    judge_band_low: float = Field(0.15, ge=0.0, le=1.0)
+    """Lowest calibrated unsafe probability that is escalated to the judge."""
+    judge_band_high: float = Field(0.6, ge=0.0, le=1.0)
+    """Highest calibrated unsafe probability that is escalated to the judge."""
+    judge_timeout_s: float = Field(2.0, gt=0)
+    """Longest wait for one judge answer, waiting for a free slot included."""
+    judge_max_concurrency: int = Field(4, ge=1)
+    """Judge calls in flight at once (the judge's GPU is a shared budget)."""
+    judge_api_key_env: str = "SPAGUARD_JUDGE_API_KEY"
+    """Environment variable holding the judge server's API key, if it needs one (never a flag: flags show
+    in ps)."""
 
     max_batch_size: int = Field(16, ge=1)
     """Largest classifier batch (all concurrent requests and streams share batches)."""
@@ -126,6 +146,8 @@ class ServeSettings(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ServeSettings:
+        if self.judge_band_low > self.judge_band_high:
+            raise ValueError("--judge-band-low must not exceed --judge-band-high")
         if self.engine == "openai" and not self.upstream_url:
             raise ValueError("--engine openai needs --upstream-url (e.g. http://127.0.0.1:8001/v1)")
         if self.engine == "fake" and not self.model:
@@ -141,6 +163,14 @@ class ServeSettings(BaseModel):
         if self.guard_artifact is not None and not self.guard_artifact.exists():
             raise ValueError(f"--guard-artifact {self.guard_artifact} does not exist")
         return self
+
+    def judge_config(self) -> JudgeConfig | None:
+        """The judge escalation's knobs (``service.judge``), or None without --judge-url."""
+        if self.judge_url is None:
+            return None
+        return JudgeConfig(url=self.judge_url, model=self.judge_model, timeout_s=self.judge_timeout_s,
+                           max_concurrency=self.judge_max_concurrency, band_low=self.judge_band_low,
+                           band_high=self.judge_band_high, api_key=os.environ.get(self.judge_api_key_env) or None)
 
     def guard_policy(self) -> GuardPolicy:
         """What the chat guard applies (``service.guard.Guard``)."""
