@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "eval-guard": ("training.guard.evaluate", "evaluate a harm classifier on guard-schema JSONL"),
     "train-guard": ("training.guard.distill", "train / distill the harm classifier"),
     "finetune-guard": ("training.guard.finetune", "LoRA fine-tune of the classifier's encoder (warm start)"),
+    "crossval-guard": ("training.guard.lodo_report", "leave-one-dataset-out of a classifier recipe (per source + macro)"),
     "export-onnx": ("models.export_onnx", "export a classifier artifact to ONNX"),
     "train-dpo": ("training.align.dpo", "align a VLM with DPO from a YAML recipe"),
     "train-reward": ("training.align.reward", "train a VLM reward model from a YAML recipe"),

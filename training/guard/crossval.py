@@ -5,6 +5,10 @@ Contract
 * ``cross_validate(model, data, cfg)``: out-of-fold metrics of the full recipe (heads + calibration) as
   ``{"kfold": ..., "leave_one_dataset_out": ...}`` (see its docstring).
 * ``response_leave_one_source_out(model, data, cfg)``: the same for the response head, per source.
+* ``macro_summary(per_source)``: every held-out source counts once (recall, FPR, F1, AUROC); the headline
+  generalisation figure. ``lodo_markdown`` renders the per-source tables with their macro rows.
+Leave-one-dataset-out is grouped: nothing sharing a near-copy cluster (``cv_group``) with the held-out
+source trains.
 Every fold runs ``training.guard.calibrate.train_and_calibrate`` exactly as the final build does.
 """
 
@@ -63,15 +67,52 @@ def cross_validate(model, data, cfg) -> dict[str, Any]:
                         "response": _oof_metrics(data, preds, 1)}
     if cfg.cv_leave_one_dataset_out:
         preds, per = {}, {}
-        groups = np.array(data.groups)
+        groups, clusters = np.array(data.groups), np.array(data.cv_groups)
         for g in sorted({data.groups[i] for i in range(data.n) if data.task[i] == 0}):
             held = np.flatnonzero((groups == g) & (data.task == 0))
-            train_idx = np.flatnonzero(groups != g)
+            # Grouped: no item that shares a near-copy cluster with the held-out source trains (a jailbreak
+            # of a held-out goal, a moderation text also seen as a response's prompt).
+            train_idx = np.flatnonzero((groups != g) & ~np.isin(clusters, clusters[held]))
             _fit_predict(model, data, train_idx, held, cfg, preds)
             per[g] = _oof_metrics(data, {int(i): preds[int(i)] for i in held}, 0)
         out["leave_one_dataset_out"] = {"prompt_pooled": _oof_metrics(data, preds, 0),
-                                        "prompt_by_dataset": per}
+                                        "prompt_by_dataset": per, "prompt_macro": macro_summary(per)}
     return out
+
+
+def macro_summary(per_source: dict[str, dict | None]) -> dict[str, Any]:
+    """The macro average of per-source metrics: every held-out source counts once, whatever its size.
+
+    ``recall`` over the sources with unsafe items, ``fpr`` over those with safe items, ``f1`` and ``auroc``
+    over those where they are defined; ``sources`` counts each. A generalisation figure: a large source
+    cannot hide a small one it fails on."""
+    def mean(key: str) -> tuple[float | None, int]:
+        vals = [m[key] for m in per_source.values() if m and m.get(key) is not None]
+        return (float(np.mean(vals)) if vals else None), len(vals)
+
+    out: dict[str, Any] = {"sources": {}}
+    for key in ("recall", "fpr", "f1", "auroc"):
+        out[key], out["sources"][key] = mean(key)
+    return out
+
+
+def lodo_markdown(lodo: dict[str, Any]) -> str:
+    """The leave-one-dataset-out report as Markdown tables: one row per held-out source, then the macro row."""
+    lines: list[str] = []
+    for task in ("prompt", "response"):
+        per = lodo.get(f"{task}_by_dataset")
+        if not per:
+            continue
+        lines += [f"| {task}: held-out source | n | recall | FPR | F1 | AUROC |", "|---|---|---|---|---|---|"]
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        for source, m in per.items():
+            if m:
+                lines.append(f"| {source} | {m['n']} | {fmt(m['recall'])} | {fmt(m['fpr'])} | {fmt(m['f1'])} | "
+                             f"{fmt(m['auroc'])} |")
+        macro = lodo.get(f"{task}_macro") or macro_summary(per)
+        lines += [f"| **macro ({len(per)} sources)** | | {fmt(macro['recall'])} | {fmt(macro['fpr'])} | "
+                  f"{fmt(macro['f1'])} | {fmt(macro['auroc'])} |", ""]
+    return "\n".join(lines)
 
 
 def response_leave_one_source_out(model, data, cfg) -> dict:
@@ -88,4 +129,5 @@ def response_leave_one_source_out(model, data, cfg) -> dict:
         train_idx = np.flatnonzero((groups != g) & ~np.isin(clusters, clusters[held]))
         _fit_predict(model, data, train_idx, held, cfg, preds)
         per[g] = _oof_metrics(data, {int(i): preds[int(i)] for i in held}, 1)
-    return {"response_pooled": _oof_metrics(data, preds, 1), "response_by_dataset": per}
+    return {"response_pooled": _oof_metrics(data, preds, 1), "response_by_dataset": per,
+            "response_macro": macro_summary(per)}
