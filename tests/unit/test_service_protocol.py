@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.config import BatcherConfig, GuardPolicy
+from service.config import ALL_GUARD_ROLES, BatcherConfig, GuardPolicy
 from service.engines.base import EngineError, EngineTimeout, EngineUnavailable
 from service.errors import (
     ContentFiltered,
@@ -116,7 +116,7 @@ def test_settings_build_the_guard_policy_and_batcher_config() -> None:
     # Every knob from the settings; the serve defaults are the only defaults.
     assert s.guard_policy() == GuardPolicy(mode="annotate", block_style="refusal", fail_policy="closed",
                                            timeout_s=10.0, stream_holdback_chars=64,
-                                           stream_first_release_chars=16)
+                                           stream_first_release_chars=16, roles=ALL_GUARD_ROLES)
     assert s.guard_policy().for_moderation() == s.guard_policy()  # already annotate + closed
     shadow_open = load_settings(["--guard-mode", "shadow", "--fail-policy", "open"]).guard_policy()
     moderation = shadow_open.for_moderation()
