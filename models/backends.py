@@ -47,7 +47,8 @@ __all__ = [
     "verdicts_from_logits",
 ]
 
-BACKEND_KINDS = ("torch", "onnx", "onnx-int8")
+BACKEND_KINDS = ("torch", "onnx", "onnx-int8", "triton")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def verdicts_from_logits(items: Sequence[GuardInput], logits: dict[str, Any], calibration: Calibration,
@@ -157,31 +158,70 @@ def _ocr_reader(threads: int) -> Any:
 
 
 def load_backend(kind: str = "onnx", artifact: str | Path | None = None, *, threads: int | None = None,
-                 max_batch_size: int = 32, device: str | None = None, spin: bool = False) -> ScoringBackend:
-    """Open a scoring backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` on ``artifact``.
+                 max_batch_size: int = 32, device: str | None = None, spin: bool = False,
+                 triton_url: str | None = None, timeout_s: float = 5.0) -> ScoringBackend:
+    """Open a scoring backend: ``"torch"``, ``"onnx"``, ``"onnx-int8"`` or ``"triton"`` on ``artifact``.
 
     ``artifact`` None means ``models/default/``. ``threads`` pins intra-op threads of the model
     runtime and of OCR (None: the runtime's default and OCR's ``OcrConfig`` default, or
     ``$SPAGUARD_THREADS``). Raises ``ArtifactMismatchError`` when the
-    artifact's card does not match the encoder weights or node keys found here. ``device`` (torch
-    only): ``"cpu"`` / ``"cuda"``; None picks CUDA when available. ONNX Runtime takes its CUDA
-    provider whenever onnxruntime-gpu provides it. ``spin`` (ONNX only) lets idle ORT threads
-    busy-wait (``OnnxBackend``); asking it of torch raises ``ValueError``.
+    artifact's card does not match the encoder weights or node keys found here. ``device``: ``"cpu"``,
+    ``"cuda"`` or None / ``"auto"`` (CUDA when available). Torch moves the model there; ONNX Runtime
+    takes its CUDA provider for ``"cuda"`` (onnxruntime-gpu, the ``gpu`` extra) and raises
+    ``RuntimeError`` when that provider is absent or fails to load, never falling back to CPU quietly;
+    ``"cpu"`` keeps ORT on its CPU provider. ``spin`` (ONNX only) lets idle ORT threads
+    busy-wait (``OnnxBackend``); asking it of torch raises ``ValueError``. ``"triton"`` scores on the
+    Triton server at ``triton_url`` (``models.triton_backend``; per-call deadline ``timeout_s``);
+    its device is Triton's instance group, so ``device`` must stay None / ``"auto"``.
     """
     if kind not in BACKEND_KINDS:
         raise ValueError(f"unknown backend {kind!r}; expected one of {BACKEND_KINDS}")
-    if spin and kind == "torch":
-        raise ValueError("spin applies to the ONNX backends only, not torch")
+    if device not in (None, *DEVICES):
+        raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
+    device = None if device == "auto" else device
+    if spin and kind in ("torch", "triton"):
+        raise ValueError(f"spin applies to the ONNX backends only, not {kind}")
     folder = resolve_artifact(artifact)
     if threads is None and os.environ.get("SPAGUARD_THREADS"):
         threads = int(os.environ["SPAGUARD_THREADS"])
+    if kind == "triton":
+        if not triton_url:
+            raise ValueError("the triton backend needs triton_url (--triton-url HOST:PORT)")
+        if device is not None:
+            raise ValueError("the triton backend's device is its Triton instance group (spaguard triton-repo --kind)")
+        from models.triton_backend import TritonBackend  # tritonclient: loaded only for this kind
+
+        return TritonBackend(folder, triton_url, verdicts=verdicts_from_logits, threads=threads,
+                             max_batch_size=max_batch_size, timeout_s=timeout_s)
     if kind == "torch":
         if device is None:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return TorchBackend(folder, threads=threads, max_batch_size=max_batch_size, device=device)
-    return OnnxBackend(folder, threads=threads, max_batch_size=max_batch_size, int8=kind == "onnx-int8", spin=spin)
+    providers = {None: None, "cpu": ["CPUExecutionProvider"],
+                 "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}[device]
+    if device == "cuda":
+        _require_ort_cuda()
+    backend = OnnxBackend(folder, threads=threads, max_batch_size=max_batch_size, int8=kind == "onnx-int8",
+                          spin=spin, providers=providers)
+    if device == "cuda" and backend.session.get_providers()[0] != "CUDAExecutionProvider":
+        # ORT drops a provider whose libraries (CUDA, cuDNN) fail to load and runs on CPU with a warning.
+        raise RuntimeError("device cuda: ONNX Runtime could not start its CUDA provider (CUDA or cuDNN "
+                           f"libraries missing or no GPU visible); session providers: {backend.session.get_providers()}")
+    return backend
+
+
+def _require_ort_cuda() -> None:
+    """Raise a clear ``RuntimeError`` unless this onnxruntime build has the CUDA provider."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise RuntimeError(
+            f"device cuda: this onnxruntime ({ort.__version__}) has no CUDAExecutionProvider (available: "
+            f"{available}). Install onnxruntime-gpu in place of onnxruntime (the `gpu` extra, or the GPU image "
+            "deploy/Dockerfile.gpu) on a machine with CUDA, or use --guard-device cpu.")
 
 
 class OnnxBackend(_BackendBase):

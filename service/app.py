@@ -91,7 +91,7 @@ def build_app(
     register_error_handlers(app)
     for routes in (chat_routes, moderations_routes, models_routes, health_routes):
         routes.attach_router(app)
-    app.add_middleware(RequestGateMiddleware, api_keys=settings.api_keys)
+    app.add_middleware(RequestGateMiddleware, api_keys=settings.bearer_keys())
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
     return app
 
@@ -104,6 +104,9 @@ def load_guard(settings: ServeSettings) -> ScoringBackend:
         threads=settings.guard_threads,
         max_batch_size=settings.max_batch_size,
         spin=settings.guard_spin,
+        device=settings.guard_device,
+        triton_url=settings.triton_url,
+        timeout_s=settings.guard_timeout_s,
     )
 
 
@@ -149,7 +152,7 @@ def _init_state(
     state.guard_backend_name = scorer.name
     state.serving_chat = ServingChat(
         engine, guard, metrics,
-        model_name=settings.served_model_name or engine.model_name,
+        model_name=settings.served_model_name,
         request_timeout_s=settings.request_timeout_s,
         fetcher=fetcher,
     )

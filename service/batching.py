@@ -14,8 +14,14 @@ Failure contract:
   a broken model fails every caller; with ``isolate_failures=False`` the batch's exception goes
   straight to every caller. STYLE.md section 3 asks for the latter; the retry is the default
   because one client's bad input must not fail the other requests batched with it.
-* a caller cancelled while waiting (client disconnect) has its future cancelled; the batcher
-  skips it before it takes a batch slot and never sets a result on a done future.
+* a caller cancelled while waiting (client disconnect, guard timeout) has its future cancelled;
+  the batcher skips it before it takes a batch slot, and every completion goes through
+  ``_settle``, which checks ``done()`` *after* the await that produced the value: a caller can
+  be cancelled during any await, and ``set_result``/``set_exception`` on a cancelled future
+  raises ``InvalidStateError``, which would end the one batcher task (issue 11).
+* the batcher records the outcome of its model calls (``health``): whether the last one failed
+  and how long the current one has been running, so ``/health`` can report a broken or hung
+  classifier.
 """
 
 from __future__ import annotations
@@ -43,6 +49,15 @@ class BatchTiming:
     queue_s: float
     inference_s: float
     batch_size: int
+
+
+@dataclass(frozen=True)
+class BatcherHealth:
+    """What ``/health`` reports about the classifier calls (``DynamicBatcher.health``)."""
+
+    running: bool  # the background task is alive
+    last_call_failed: bool  # the latest model call raised (cleared by the next that succeeds)
+    busy_s: float  # how long the model call in progress has run; 0.0 when idle
 
 
 @dataclass
@@ -94,6 +109,8 @@ class DynamicBatcher(Generic[T, R]):
         self._inflight: list[_Entry[T, R]] = []  # the batch in the model call (failed on stop)
         self.isolate_failures = isolate_failures
         self._executor: ThreadPoolExecutor | None = None
+        self._call_started: float | None = None  # perf_counter() of the model call in progress
+        self._last_call_failed = False
 
     @classmethod
     def from_config(
@@ -138,6 +155,12 @@ class DynamicBatcher(Generic[T, R]):
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def health(self) -> BatcherHealth:
+        started = self._call_started
+        busy = 0.0 if started is None else time.perf_counter() - started
+        return BatcherHealth(self.running, self._last_call_failed, busy)
 
     @property
     def depth(self) -> int:
@@ -194,7 +217,7 @@ class DynamicBatcher(Generic[T, R]):
             if entry.future.done():  # cancelled caller: never takes a batch slot
                 continue
             if time.perf_counter() - entry.enqueued > self.queue_timeout_s:
-                entry.future.set_exception(GatewayTimeout("guard queue wait timed out"))
+                _settle(entry, GatewayTimeout("guard queue wait timed out"))
                 continue
             return entry
 
@@ -217,9 +240,17 @@ class DynamicBatcher(Generic[T, R]):
 
     async def _call(self, items: list[T]) -> Sequence[R]:
         loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self._executor, self.fn, items)
-        if len(results) != len(items):
-            raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+        self._call_started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self.fn, items)
+            if len(results) != len(items):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+        except Exception:
+            self._last_call_failed = True
+            raise
+        finally:
+            self._call_started = None
+        self._last_call_failed = False
         return results
 
     async def _execute(self, batch: list[_Entry[T, R]]) -> None:
@@ -244,9 +275,7 @@ class DynamicBatcher(Generic[T, R]):
         self._inflight = []
         inference = time.perf_counter() - started
         for entry, result in zip(batch, results, strict=True):
-            if not entry.future.done():
-                timing = BatchTiming(started - entry.enqueued, inference, len(batch))
-                entry.future.set_result((result, timing))
+            _settle(entry, (result, BatchTiming(started - entry.enqueued, inference, len(batch))))
 
     async def _execute_alone(self, batch: list[_Entry[T, R]], started: float) -> None:
         """Retry a failed batch one item at a time, so one bad item (say, an image that crashes
@@ -258,14 +287,21 @@ class DynamicBatcher(Generic[T, R]):
             try:
                 (result,) = await self._call([entry.item])
             except Exception as exc:  # noqa: BLE001 - this item's own failure
-                entry.future.set_exception(exc)
+                _settle(entry, exc)  # its caller may have gone during the await
                 continue
-            if not entry.future.done():
-                timing = BatchTiming(started - entry.enqueued, time.perf_counter() - started, 1)
-                entry.future.set_result((result, timing))
+            _settle(entry, (result, BatchTiming(started - entry.enqueued, time.perf_counter() - started, 1)))
+
+
+def _settle(entry: _Entry[T, R], outcome: tuple[R, BatchTiming] | BaseException) -> None:
+    """Complete ``entry``'s future unless its caller already left (see the module docstring)."""
+    if entry.future.done():
+        return
+    if isinstance(outcome, BaseException):
+        entry.future.set_exception(outcome)
+    else:
+        entry.future.set_result(outcome)
 
 
 def _fail(entries: list[_Entry[T, R]], exc: BaseException) -> None:
     for entry in entries:
-        if not entry.future.done():
-            entry.future.set_exception(exc)
+        _settle(entry, exc)

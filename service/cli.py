@@ -8,6 +8,7 @@ imported only when chosen, so ``spaguard serve`` never imports the training stac
     spaguard train-guard [--config FILE.yaml] ...         train / distill the harm classifier
     spaguard finetune-guard --config FILE.yaml            LoRA-fine-tune the classifier's encoder
     spaguard export-onnx --model DIR --out FILE.onnx      export the classifier to ONNX
+    spaguard triton-repo --out DIR                        a Triton model repository of the classifier
     spaguard train-dpo  training/configs/<recipe>.yaml    align a VLM with DPO
     spaguard train-reward training/configs/<recipe>.yaml  train the VLM reward model
     spaguard train-rl training/configs/<recipe>.yaml      GRPO against the VLM reward model
@@ -27,6 +28,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "finetune-guard": ("training.guard.finetune", "LoRA fine-tune of the classifier's encoder (warm start)"),
     "crossval-guard": ("training.guard.lodo_report", "leave-one-dataset-out of a classifier recipe (per source + macro)"),
     "export-onnx": ("models.export_onnx", "export a classifier artifact to ONNX"),
+    "triton-repo": ("models.triton_repo", "write a Triton model repository of the classifier's ONNX graph"),
     "train-dpo": ("training.align.dpo", "align a VLM with DPO from a YAML recipe"),
     "train-reward": ("training.align.reward", "train a VLM reward model from a YAML recipe"),
     "train-rl": ("training.align.rl", "on-policy RL (GRPO) of a VLM against the VLM reward model"),

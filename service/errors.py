@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.engines.base import EngineError
-from service.protocol import ErrorInfo, ErrorResponse
+from service.protocol import TOO_LARGE, ErrorInfo, ErrorResponse
 from service.settings import MAX_ERROR_MESSAGE_CHARS
 
 log = logging.getLogger("spaguard.errors")
@@ -112,9 +112,12 @@ def envelope(exc: APIError) -> ErrorResponse:
 def from_engine_error(exc: EngineError) -> APIError:
     """Map an engine failure to the API error with the engine's status."""
     cls = _HTTP_STATUS.get(exc.status, UpstreamError)
-    code = {400: "engine_rejected", 503: "engine_unavailable", 504: "engine_timeout"}.get(exc.status)
+    code = getattr(exc, "code", None) or {
+        400: "engine_rejected", 503: "engine_unavailable", 504: "engine_timeout",
+    }.get(exc.status)
     # Engine messages come from our own engines and never carry request content.
-    return cls(f"engine error: {exc}", code=code or "engine_error")
+    param = "messages" if code == "context_length_exceeded" else None
+    return cls(f"engine error: {exc}", code=code or "engine_error", param=param)
 
 
 def error_json(exc: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -145,14 +148,15 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
 
 
 def record_failure(request: Request, exc: APIError) -> None:
-    """One structured log line per failed request; server-side failures are also counted
-    (the guard counts its own failures, labelled by kind, where they happen)."""
+    """One structured log line per failed request; server-side failures and client disconnects
+    are also counted (the guard counts its own failures, labelled by kind, where they happen)."""
     request_id = getattr(request.state, "request_id", None)
     record = {"event": "request_failed", "request_id": request_id, "status": exc.status,
               "code": exc.code, "path": request.url.path}
     log.warning(json.dumps(record, sort_keys=True))
     metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None and exc.status >= 500 and not (exc.code or "").startswith("guard_"):
+    counted = exc.status >= 500 or exc.status == ClientDisconnected.status  # 499: the client left
+    if metrics is not None and counted and not (exc.code or "").startswith("guard_"):
         metrics.failures.labels(exc.code or "internal_error").inc()
 
 
@@ -171,7 +175,10 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    message, param = validation_message(list(exc.errors()))
+    errors = list(exc.errors())
+    message, param = validation_message(errors)
+    if any(e.get("type") == TOO_LARGE for e in errors):  # a size cap of protocol.check_body
+        return error_json(PayloadTooLarge(message, param=param))
     return error_json(InvalidRequest(message, param=param))
 
 

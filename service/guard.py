@@ -245,17 +245,26 @@ class Guard:
         return dataclasses.replace(student, flagged=False, categories={})
 
     def _failed(self, request_id: str, task: str, exc: BaseException) -> GuardDecision:
-        """A check that could not be scored. Overload (a full queue: 429; too long in the queue: 504)
-        is always refused, even under ``fail_policy=open``: fail-open is for classifier faults only,
-        and a client that floods the queue must not get its requests through unscored."""
+        """A check that could not be scored. Overload (a full queue: 429; too long in the queue: 504), and a
+        guard timeout while the classifier is healthy (``_classifier_stalled``), are always refused, even
+        under ``fail_policy=open``: fail-open is for classifier faults only, and a client that floods the
+        queue or sends a huge prompt must not get its request through unscored."""
         kind, err = _classify_failure(exc)
-        fail_open = self._open and kind not in OVERLOAD_KINDS
+        fail_open = self._open and kind not in OVERLOAD_KINDS and (kind != "timeout" or self._classifier_stalled())
         self.metrics.failures.labels(kind).inc()
         self.metrics.verdicts.labels(task, "error", "fail_open" if fail_open else "error").inc()
         _log_event(request_id, task, "fail_open" if fail_open else "fail_closed", None, kind)
         if fail_open:
             return GuardDecision(task, "fail_open", None)
         raise err from exc
+
+    def _classifier_stalled(self) -> bool:
+        """A guard timeout is the classifier's fault (so fail-open may apply) only when its model call has run
+        for half the guard's budget or the last call failed; otherwise the request itself was too much work
+        (a prompt of a thousand pieces) or the queue too long, and a client must not time its own check out
+        into an unscored pass."""
+        health = self.batcher.health
+        return health.last_call_failed or health.busy_s >= self.policy.timeout_s / 2
 
     @property
     def _open(self) -> bool:

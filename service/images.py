@@ -38,6 +38,16 @@ MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Cloud metadata endpoints that are not already non-global (AWS IPv6, Alibaba).
 _METADATA = frozenset(map(ipaddress.ip_address, ["fd00:ec2::254", "100.100.100.200"]))
+# IPv4 ranges ``ipaddress`` (3.11) calls global that no image host lives in: IETF protocol
+# assignments (192.0.0.192 among them), and this-network / reserved blocks, to be sure.
+_V4_REFUSED = tuple(map(ipaddress.IPv4Network, ["0.0.0.0/8", "192.0.0.0/24", "240.0.0.0/4"]))
+# IPv6 forms that carry an IPv4 address in their last 32 bits: IPv4-translated (RFC 2765),
+# NAT64 well-known and local-use prefixes (RFC 6052, RFC 8215).
+_V6_EMBEDS_LAST_32 = tuple(map(ipaddress.IPv6Network, [
+    "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48",
+]))
+# Refused whatever they carry: IPv4-compatible (deprecated, ::a.b.c.d) and Teredo tunnels.
+_V6_REFUSED = tuple(map(ipaddress.IPv6Network, ["::/96", "2001::/32"]))
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 AddressPolicy = Callable[[str], bool]
@@ -69,6 +79,8 @@ def _inspect(data: bytes) -> ImagePart:
             img.load()
     except PayloadTooLarge:
         raise
+    except Image.DecompressionBombError:  # Pillow's own size guard fired first (> 2x its limit)
+        raise PayloadTooLarge(f"image has more than {MAX_IMAGE_PIXELS} pixels", param="image_url") from None
     except Exception:  # noqa: BLE001 - Pillow raises many types for corrupt files
         raise _bad("image could not be decoded") from None
     if fmt not in _FORMATS:
@@ -96,14 +108,41 @@ async def decode_data_url(url: str) -> ImagePart:
 
 
 def is_public_address(address: str) -> bool:
-    """True only for globally routable unicast addresses that are not metadata endpoints."""
+    """True only for globally routable unicast addresses that are not metadata endpoints.
+
+    An IPv6 address that carries an IPv4 address (mapped, translated, NAT64, 6to4) is judged by
+    the IPv4 address inside it, since that is where the packets end up; the deprecated
+    IPv4-compatible form and Teredo are refused outright (issue 11: ``::7f00:1``,
+    ``::ffff:0:7f00:1``, ``64:ff9b::7f00:1`` and ``2002:7f00:1::1`` all reach 127.0.0.1, and
+    ``ipaddress`` calls each of them global)."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _V6_REFUSED):
+            return False
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            return _public(inner)
+    return _public(ip)
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv4Address) and any(ip in net for net in _V4_REFUSED):
+        return False
     return ip.is_global and not ip.is_multicast and ip not in _METADATA
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address routes to, for the forms that embed one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _V6_EMBEDS_LAST_32):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
 
 
 async def resolve_host(host: str, port: int) -> list[str]:

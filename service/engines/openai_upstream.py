@@ -5,7 +5,13 @@ Contract (see ``service.engines.base``)
 --------------------------------------
 * ``config.upstream_url`` is the API base as the ``openai`` client takes it, e.g.
   ``http://127.0.0.1:8001/v1`` (a URL without ``/v1`` gets it appended). ``config.model`` is the
-  upstream model id; without it the first id of ``GET /v1/models`` is used.
+  upstream model id; without it the first id of ``GET /v1/models`` is used. That lookup is
+  bounded by ``DISCOVERY_TIMEOUT_S``: an upstream that hangs at start-up does not hold the
+  server's start (issue 11: it blocked 128 s); the engine starts, ``check_health`` reports it
+  down and retries the lookup, and ``generate`` retries it too.
+* Context: the ``max_model_len`` of the model's ``/v1/models`` entry (vLLM lists it), else
+  ``config.max_model_len``. ``check_request`` counts a prompt that might not fit with the
+  upstream's ``POST /tokenize`` (vLLM's); an upstream without it judges the prompt itself.
 * ``generate`` always streams from upstream (``stream_options.include_usage``) and passes each
   content delta through. The final output carries the upstream ``finish_reason`` and its usage
   counts; before that, ``completion_tokens`` counts content chunks (one per token on vLLM).
@@ -20,6 +26,7 @@ Contract (see ``service.engines.base``)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -36,11 +43,17 @@ from service.engines.base import (
     EngineRequest,
     EngineTimeout,
     EngineUnavailable,
+    PromptTooLong,
+    fits_without_counting,
+    text_token_bound,
 )
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+DISCOVERY_TIMEOUT_S = 5.0  # GET /v1/models at start-up and in health checks
+TOKENIZE_TIMEOUT_S = 5.0  # POST /tokenize in check_request (then the upstream judges the prompt)
+MIN_CONTEXT_TOKENS = 256  # no model served here has less: shorter prompts never need counting
 _MAX_ERROR_CHARS = 500  # upstream error text kept in our messages
 
 
@@ -71,12 +84,15 @@ def error_for_status(status: int, body: str) -> EngineError:
     """Map an upstream HTTP error status to our engine error (the API answers with its status)."""
     detail = _error_message(body)
     if status in (408, 504):
-        return EngineTimeout(f"upstream timed out ({status}): {detail}")
-    if 400 <= status < 500:
-        return EngineBadRequest(f"upstream rejected the request ({status}): {detail}")
-    if status == 503:
-        return EngineUnavailable(f"upstream unavailable ({status}): {detail}")
-    return EngineError(f"upstream failed ({status}): {detail}")
+        err: EngineError = EngineTimeout(f"upstream timed out ({status}): {detail}")
+    elif 400 <= status < 500:
+        err = EngineBadRequest(f"upstream rejected the request ({status}): {detail}")
+    elif status == 503:
+        err = EngineUnavailable(f"upstream unavailable ({status}): {detail}")
+    else:
+        err = EngineError(f"upstream failed ({status}): {detail}")
+    err.upstream_status = status  # type: ignore[attr-defined]
+    return err
 
 
 def _error_message(body: str) -> str:
@@ -137,6 +153,9 @@ class OpenAIUpstreamEngine:
         self._client: httpx.AsyncClient | None = None
         self._streams: dict[str, httpx.Response] = {}
         self._aborted: set[str] = set()
+        self.max_model_len: int | None = config.max_model_len
+        self._can_tokenize = True  # until the upstream answers /tokenize with 404
+        self._probed_context = False  # asked /v1/models for max_model_len (check_request)
 
     async def __aenter__(self) -> "OpenAIUpstreamEngine":
         headers = {"Authorization": f"Bearer {self.config.upstream_api_key}"} if self.config.upstream_api_key else {}
@@ -145,7 +164,7 @@ class OpenAIUpstreamEngine:
             timeout=timeout, headers=headers, transport=self._transport, follow_redirects=False
         )
         if self.upstream_model is None:
-            try:  # the upstream may still be starting; generate() retries the lookup
+            try:  # the upstream may still be starting; check_health() and generate() retry the lookup
                 await self._discover_model()
             except EngineError as exc:
                 logger.warning("upstream model not discovered yet: %s", exc)
@@ -160,22 +179,35 @@ class OpenAIUpstreamEngine:
             self._client = None
 
     async def _discover_model(self) -> str:
-        response = await self._request("GET", f"{self.api_base}/models")
+        """The upstream model (``config.model``, else the first listed) and its context length."""
+        response = await self._request("GET", f"{self.api_base}/models", timeout=DISCOVERY_TIMEOUT_S)
         try:
-            model = str(response.json()["data"][0]["id"])
+            cards = [c for c in response.json()["data"] if isinstance(c, dict)]
+            card = next((c for c in cards if c.get("id") == self.upstream_model), None) or cards[0]
+            model = self.upstream_model or str(card["id"])
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise EngineUnavailable(f"upstream {self.api_base}/models lists no model") from exc
+        if card.get("id") == model and isinstance(card.get("max_model_len"), int) and card["max_model_len"] > 0:
+            self.max_model_len = card["max_model_len"]
         self.upstream_model = model
         if self.model_name == "upstream":
             self.model_name = self.config.served_model_name or model
         return model
 
-    async def _request(self, method: str, url: str) -> httpx.Response:
+    async def _request(
+        self, method: str, url: str, *, timeout: float | None = None, json: Any = None
+    ) -> httpx.Response:
         """A non-streaming request with errors mapped; returns only 2xx responses."""
         if self._client is None:
             raise EngineUnavailable("openai upstream engine is not open")
-        try:
-            response = await self._client.request(method, url)
+        kwargs: dict[str, Any] = {"json": json} if json is not None else {}
+        limit = timeout or self.config.upstream_timeout_s
+        kwargs["timeout"] = httpx.Timeout(limit, connect=min(limit, CONNECT_TIMEOUT_S))
+        try:  # httpx's timeouts are per read: a trickling upstream is bounded by the whole-call one
+            async with asyncio.timeout(limit):
+                response = await self._client.request(method, url, **kwargs)
+        except TimeoutError as exc:
+            raise EngineTimeout(f"upstream timed out after {limit:g} s") from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         if response.status_code >= 400:
@@ -185,14 +217,50 @@ class OpenAIUpstreamEngine:
     async def check_health(self) -> None:
         if self._client is None:
             raise EngineUnavailable("openai upstream engine is not open")
-        try:
-            response = await self._client.get(f"{self.root}/health")
+        try:  # bounded: a hanging upstream is a down one, and /health must answer in time
+            async with asyncio.timeout(DISCOVERY_TIMEOUT_S):
+                response = await self._client.get(f"{self.root}/health")
+        except TimeoutError as exc:
+            raise EngineUnavailable(f"upstream /health did not answer in {DISCOVERY_TIMEOUT_S:g} s") from exc
         except httpx.HTTPError as exc:
             raise _health_error(exc) from exc
         if response.status_code == 404:  # servers without /health (e.g. OpenAI itself)
-            await self._request("GET", f"{self.api_base}/models")
+            await self._request("GET", f"{self.api_base}/models", timeout=DISCOVERY_TIMEOUT_S)
         elif response.status_code >= 400:
             raise EngineUnavailable(f"upstream /health answered {response.status_code}")
+        if self.upstream_model is None:  # healthy now: the model it could not name at start-up
+            await self._discover_model()
+
+    async def check_request(self, request: EngineRequest) -> None:
+        """``PromptTooLong`` for a prompt the upstream's ``/tokenize`` counts past its context;
+        any trouble counting lets the prompt through to the upstream's own check."""
+        if self.upstream_model is None or not self._can_tokenize:
+            return
+        if self.max_model_len is None and not self._probed_context:
+            if text_token_bound(request.messages) < MIN_CONTEXT_TOKENS:
+                return  # fits any model: no need to learn this one's context yet
+            self._probed_context = True  # once: a configured --model skipped discovery at start
+            try:
+                await self._discover_model()
+            except EngineError:
+                return
+        if fits_without_counting(request, self.max_model_len):
+            return
+        assert self.max_model_len is not None
+        body = {"model": self.upstream_model, "messages": to_openai_messages(request),
+                "add_generation_prompt": True}
+        try:
+            response = await self._request("POST", f"{self.root}/tokenize", json=body,
+                                           timeout=TOKENIZE_TIMEOUT_S)
+            count = int(response.json()["count"])
+        except EngineBadRequest as exc:
+            # No /tokenize on this upstream (not vLLM): stop asking; it judges prompts itself.
+            self._can_tokenize = getattr(exc, "upstream_status", None) not in (404, 405)
+            return
+        except (EngineError, ValueError, KeyError, TypeError):
+            return
+        if count >= self.max_model_len:
+            raise PromptTooLong(count, self.max_model_len)
 
     async def abort(self, request_id: str) -> None:
         response = self._streams.pop(request_id, None)

@@ -12,6 +12,8 @@ Contract (see ``service.engines.base``)
   ``EngineUnavailable``; other vLLM failures → ``EngineError``.
 * ``abort(id)`` aborts in the engine core; the aborted iterator ends quietly. Closing the
   iterator early (client disconnect) aborts too.
+* ``check_request`` renders a prompt that might not fit (``fits_without_counting``) and refuses
+  it with ``PromptTooLong`` when its token count reaches ``model_config.max_model_len``.
 
 vllm is imported lazily: this module imports without it, and opening the engine without vllm
 installed raises a clear ``EngineUnavailable``. vLLM pins its own torch/transformers, so it lives
@@ -31,7 +33,9 @@ from service.engines.base import (
     EngineOutput,
     EngineRequest,
     EngineUnavailable,
+    PromptTooLong,
     SamplingParams,
+    fits_without_counting,
 )
 from service.engines.openai_upstream import to_openai_messages
 
@@ -121,6 +125,24 @@ class VLLMEngine:
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:
             await self._llm.abort(request_id)
+
+    @property
+    def max_model_len(self) -> int | None:
+        config = getattr(self._llm, "model_config", None)
+        return getattr(config, "max_model_len", None) or self.config.max_model_len
+
+    async def check_request(self, request: EngineRequest) -> None:
+        if self._llm is None or fits_without_counting(request, self.max_model_len):
+            return
+        try:
+            engine_input = await self._render(request)
+        except Exception:  # noqa: BLE001 - generate() renders again and reports its own error
+            return
+        ids = engine_input.get("prompt_token_ids") if isinstance(engine_input, dict) else None
+        ids = ids if ids is not None else getattr(engine_input, "prompt_token_ids", None)
+        limit = self.max_model_len
+        if ids is not None and limit is not None and len(ids) >= limit:
+            raise PromptTooLong(len(ids), limit)
 
     async def _render(self, request: EngineRequest) -> Any:
         """Chat template + multi-modal processing by vLLM's renderer, as ``vllm serve`` does it."""

@@ -1,8 +1,10 @@
 """``ServingChat.create_chat_completion``: the guarded chat pipeline.
 
-validate → load images → ``guard.check_input`` → ``engine.generate`` → ``guard.check_output`` →
-build. After each check it does what ``guard.outcome`` says (proceed, refuse, or raise); streamed
-text follows the ``StreamGuard``; ``service.serving.verdict_render`` renders the verdicts.
+validate → load images → ``engine.check_request`` (a prompt the engine's context cannot hold is
+refused before the guard spends anything) → ``guard.check_input`` → ``engine.generate`` →
+``guard.check_output`` → build. After each check it does what ``guard.outcome`` says (proceed,
+refuse, or raise); streamed text follows the ``StreamGuard``; ``service.serving.verdict_render``
+renders the verdicts.
 Returns a ``ChatResult`` holding either a response body or an async iterator of SSE strings, plus
 the ``x-guard-*`` headers. Errors are raised (``APIError``/``EngineError``) before a stream
 starts; once streaming, an error becomes one error event. Every stream ends with
@@ -95,16 +97,22 @@ class ServingChat:
         engine: EngineClient,
         guard: Guard,
         metrics: GuardMetrics,
-        model_name: str,
+        model_name: str | None,
         request_timeout_s: float,
         fetcher: RemoteImageFetcher | None = None,
     ) -> None:
         self.engine = engine
         self.guard = guard
         self.metrics = metrics
-        self.model_name = model_name
+        self._model_name = model_name
         self.request_timeout_s = request_timeout_s
         self.fetcher = fetcher
+
+    @property
+    def model_name(self) -> str:
+        """The served name: the one configured, else the engine's, read live (an upstream engine
+        may learn its model's name only after start-up)."""
+        return self._model_name or self.engine.model_name
 
     async def create_chat_completion(
         self, req: ChatCompletionRequest, raw: Request | None = None
@@ -115,7 +123,16 @@ class ServingChat:
         ctx = _Ctx(req, f"chatcmpl-{uuid.uuid4().hex}", self.model_name)
         if raw is not None:
             raw.state.request_id = ctx.request_id  # for the failure log in service.errors
+        # The client is watched from the start: one that leaves during image loading or a guard
+        # check stops that work too (its batcher items leave the queue), not only generation.
+        # Nothing to undo here: cancelling ``_create`` aborts a generation under way (below).
+        return await run_cancellable(self._create(ctx, raw), raw, None, _nothing)
+
+    async def _create(self, ctx: _Ctx, raw: Request | None) -> ChatResult:
+        req = ctx.req
         messages = await to_engine_messages(req.messages, self.fetcher)
+        engine_req = EngineRequest(ctx.request_id, messages, req.to_engine_params())
+        await self.engine.check_request(engine_req)  # before the guard: see the module docstring
         prompt = self.guard.prompt_input(messages)
         decision = await self.guard.check_input(ctx.request_id, prompt)
         outcome = self.guard.outcome(decision)
@@ -123,11 +140,10 @@ class ServingChat:
         headers = guard_headers(decision, report=ctx.report) | {"x-request-id": ctx.request_id}
         if outcome.kind != "proceed":
             return self._blocked_prompt(ctx, decision, outcome, headers)
-        engine_req = EngineRequest(ctx.request_id, messages, req.to_engine_params())
         if req.stream:
             return ChatResult(stream=self._stream(ctx, engine_req, decision), headers=headers)
-        gen = await run_cancellable(
-            self._collect(engine_req), raw, self.request_timeout_s,
+        gen = await run_cancellable(  # the client is watched by create_chat_completion
+            self._collect(engine_req), None, self.request_timeout_s,
             lambda: self.engine.abort(ctx.request_id),
         )
         out = await self.guard.check_output(ctx.request_id, prompt, decision, gen.text)
@@ -206,7 +222,7 @@ class ServingChat:
         queue: asyncio.Queue[str | APIError | None] = asyncio.Queue()
         producer = asyncio.create_task(self._produce(ctx, engine_req, decision, queue))
         deadline = asyncio.get_running_loop().time() + self.request_timeout_s
-        finished = False
+        finished = failed = False
         try:
             yield ctx.chunk(DeltaMessage(role="assistant", content=""))
             while (event := await _next_event(queue, deadline)) is not None:
@@ -215,12 +231,15 @@ class ServingChat:
                 yield event
             finished = True
         except APIError as error:
+            failed = True
             log.warning("stream %s failed: %s (%s)", ctx.request_id, error.code, error.status)
             self.metrics.failures.labels("stream").inc()
             yield sse_error(error)
         finally:
             producer.cancel()
             if not finished:
+                if not failed:  # closed from outside: the client went away mid-stream
+                    self.metrics.failures.labels("client_disconnected").inc()
                 # Client gone, error or timeout: stop the engine (shielded: we may be cancelled).
                 with anyio.CancelScope(shield=True):
                     await asyncio.gather(producer, return_exceptions=True)
@@ -270,6 +289,10 @@ class ServingChat:
                         safety=safety_field(decision, holdback.last, report=ctx.report))
         if ctx.req.include_usage:
             yield ctx.chunk(usage=usage)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _usage(out: EngineOutput) -> UsageInfo:

@@ -48,10 +48,10 @@ async def wait_for_disconnect(raw: Request) -> None:
 async def run_cancellable(
     work: Coroutine[Any, Any, T],
     raw: Request | None,
-    timeout_s: float,
+    timeout_s: float | None,
     on_cancel: Callable[[], Awaitable[None]],
 ) -> T:
-    """Run ``work``; on client disconnect or timeout, cancel it and await ``on_cancel()``.
+    """Run ``work``; on client disconnect or timeout (None: none), cancel it and await ``on_cancel()``.
 
     Raises ``ClientDisconnected`` or ``GatewayTimeout`` (504) in those cases.
     """

@@ -27,6 +27,8 @@ from service.engines.base import (  # noqa: E402
 from service.engines.hf import TINY_MODEL_NAME, TransformersEngine  # noqa: E402
 from tests.tiny import astronaut_png  # noqa: E402
 
+TINY = EngineConfig(model=TINY_MODEL_NAME)  # the tiny random-weights LLaVA (None is the real default)
+
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def _spy_batches(engine: TransformersEngine) -> list[int]:
 
 
 async def test_generates_with_a_real_image_and_streams(photo: ImagePart) -> None:
-    engine = build_engine(EngineConfig(kind="transformers"))
+    engine = build_engine(EngineConfig(kind="transformers", model=TINY_MODEL_NAME))
     async with engine:
         assert engine.random_weights is True and engine.model_name == TINY_MODEL_NAME
         await engine.check_health()
@@ -74,7 +76,7 @@ async def test_generates_with_a_real_image_and_streams(photo: ImagePart) -> None
 
 
 async def test_greedy_is_deterministic_and_seeded_sampling_reproduces(photo: ImagePart) -> None:
-    async with TransformersEngine(EngineConfig()) as engine:
+    async with TransformersEngine(TINY) as engine:
         a = await _run(engine, _req("a", image=photo, max_tokens=10))
         b = await _run(engine, _req("b", image=photo, max_tokens=10))
         s1 = await _run(engine, _req("s1", temperature=1.0, seed=7, max_tokens=10))
@@ -84,7 +86,7 @@ async def test_greedy_is_deterministic_and_seeded_sampling_reproduces(photo: Ima
 
 
 async def test_concurrent_requests_share_one_batch_and_match_solo_runs(photo: ImagePart) -> None:
-    async with TransformersEngine(EngineConfig(max_batch_size=4), max_wait_s=0.2) as engine:
+    async with TransformersEngine(EngineConfig(model=TINY_MODEL_NAME, max_batch_size=4), max_wait_s=0.2) as engine:
         solo_img = await _run(engine, _req("solo-img", image=photo, max_tokens=8))
         solo_txt = await _run(engine, _req("solo-txt", text="hello there, how are you?", max_tokens=8))
         sizes = _spy_batches(engine)
@@ -99,7 +101,7 @@ async def test_concurrent_requests_share_one_batch_and_match_solo_runs(photo: Im
 
 
 async def test_rows_with_different_sampling_run_as_separate_groups_in_one_batch(photo: ImagePart) -> None:
-    async with TransformersEngine(EngineConfig(), max_wait_s=0.2) as engine:
+    async with TransformersEngine(TINY, max_wait_s=0.2) as engine:
         sizes = _spy_batches(engine)
         greedy, sampled = await asyncio.gather(
             _run(engine, _req("g", max_tokens=4)), _run(engine, _req("s", temperature=0.9, seed=1, max_tokens=4))
@@ -109,7 +111,7 @@ async def test_rows_with_different_sampling_run_as_separate_groups_in_one_batch(
 
 
 async def test_abort_mid_stream_leaves_other_requests_running(photo: ImagePart) -> None:
-    async with TransformersEngine(EngineConfig(), max_wait_s=0.2) as engine:
+    async with TransformersEngine(TINY, max_wait_s=0.2) as engine:
         victim: list[EngineOutput] = []
 
         async def consume_victim() -> None:
@@ -127,7 +129,7 @@ async def test_abort_mid_stream_leaves_other_requests_running(photo: ImagePart) 
 
 
 async def test_leaving_the_iterator_aborts_the_row() -> None:
-    async with TransformersEngine(EngineConfig()) as engine:
+    async with TransformersEngine(TINY) as engine:
         gen = engine.generate(_req("leave", max_tokens=400))
         await anext(gen)
         start = time.monotonic()
@@ -138,7 +140,7 @@ async def test_leaving_the_iterator_aborts_the_row() -> None:
 
 
 async def test_bad_inputs_are_clear_bad_requests_and_do_not_hurt_the_batch(photo: ImagePart) -> None:
-    async with TransformersEngine(EngineConfig(max_model_len=128), max_wait_s=0.2) as engine:
+    async with TransformersEngine(EngineConfig(model=TINY_MODEL_NAME, max_model_len=128), max_wait_s=0.2) as engine:
         results = await asyncio.gather(
             _run(engine, _req("long", text="x" * 200)),
             _run(engine, _req("broken", image=ImagePart(b"\x89PNG not really", "image/png"))),
@@ -152,7 +154,7 @@ async def test_bad_inputs_are_clear_bad_requests_and_do_not_hurt_the_batch(photo
 
 
 async def test_max_tokens_is_capped_by_the_context() -> None:
-    async with TransformersEngine(EngineConfig(max_model_len=40)) as engine:
+    async with TransformersEngine(EngineConfig(model=TINY_MODEL_NAME, max_model_len=40)) as engine:
         outs = await _run(engine, _req("cap", text="hi", max_tokens=1000))
     last = outs[-1]
     assert last.prompt_tokens + last.completion_tokens <= 40
@@ -160,7 +162,7 @@ async def test_max_tokens_is_capped_by_the_context() -> None:
 
 
 async def test_event_loop_stays_responsive_during_generation() -> None:
-    async with TransformersEngine(EngineConfig()) as engine:
+    async with TransformersEngine(TINY) as engine:
         gaps: list[float] = []
         done = asyncio.Event()
 
@@ -180,7 +182,7 @@ async def test_event_loop_stays_responsive_during_generation() -> None:
 
 
 async def test_health_and_generate_after_close_are_unavailable() -> None:
-    engine = TransformersEngine(EngineConfig())
+    engine = TransformersEngine(TINY)
     async with engine:
         await engine.check_health()
     with pytest.raises(EngineUnavailable):
@@ -194,13 +196,13 @@ async def test_health_and_generate_after_close_are_unavailable() -> None:
     [({"max_tokens": 0}, "max_tokens"), ({"temperature": -1.0}, "temperature"), ({"top_p": 0.0}, "top_p")],
 )
 async def test_invalid_sampling_params_are_bad_requests(params: dict, message: str) -> None:
-    async with TransformersEngine(EngineConfig()) as engine:
+    async with TransformersEngine(TINY) as engine:
         with pytest.raises(EngineBadRequest, match=message):
             await _run(engine, _req("bad", **params))
 
 
 async def test_closing_the_engine_releases_running_and_queued_requests() -> None:
-    engine = TransformersEngine(EngineConfig(max_batch_size=1))
+    engine = TransformersEngine(EngineConfig(model=TINY_MODEL_NAME, max_batch_size=1))
     await engine.__aenter__()
     started = asyncio.Event()
 
@@ -225,7 +227,7 @@ async def test_closing_the_engine_releases_running_and_queued_requests() -> None
 
 async def test_unloadable_model_is_a_clear_unavailable_error(tmp_path) -> None:
     engine = TransformersEngine(EngineConfig(model=str(tmp_path / "no-such-model")))
-    with pytest.raises(EngineUnavailable, match="cannot load VLM"):
+    with pytest.raises(EngineUnavailable, match="cannot load model"):
         async with engine:
             pass
     assert engine.random_weights is False

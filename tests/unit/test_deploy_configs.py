@@ -38,7 +38,8 @@ def _guard_args() -> list[str]:
 
 
 def test_k8s_guard_args_are_known_flags() -> None:
-    args = _guard_args()
+    command, *args = _guard_args()
+    assert command == "serve"  # the image's ENTRYPOINT is `spaguard`; args replace its CMD
     parsed = make_parser().parse_args(args)  # argparse exits on an unknown flag
     assert Path(parsed.config).name == "config.yaml"
 
@@ -46,7 +47,7 @@ def test_k8s_guard_args_are_known_flags() -> None:
 def test_compose_guard_mounts_the_gpu_config() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     guard = compose["services"]["guard"]
-    assert guard["command"] == ["--config", "/etc/spaguard/config.yaml"]
+    assert guard["command"] == ["serve", "--config", "/etc/spaguard/config.yaml"]
     assert any(v.startswith("./spaguard.gpu.yaml:") for v in guard["volumes"])
 
 

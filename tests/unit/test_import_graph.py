@@ -6,7 +6,7 @@ late import is still a cycle (README, "Layout"). The rules checked here:
 * no cycle among our modules;
 * ``models/contract.py`` imports nothing of ours (it is the ground floor);
 * ``service/`` reaches the classifier only through ``models.backends``; its engines may also build a VLM
-  with ``models.vlm`` (shared VLM code, not the classifier);
+  with ``models.vlm`` or a text-only LLM with ``models.llm`` (the model they serve, not the classifier);
 * ``models/`` imports neither ``service/`` nor ``training/``; ``training/`` never imports ``service/``;
 * nothing imports ``benchmarks/`` or ``tests/`` (folders of scripts and tests, not installed packages).
 """
@@ -126,7 +126,8 @@ def test_layers_point_down_only():
         for dep in deps:
             top, dtop = mod.split(".")[0], dep.split(".")[0]
             if top == "service" and dtop == "models" and dep not in ("models", "models.backends") and not (
-                    mod.startswith("service.engines.") and dep == "models.vlm"):
+                    # engines build the model they serve: a VLM (models.vlm) or a text-only LLM (models.llm)
+                    mod.startswith("service.engines.") and dep in ("models.vlm", "models.llm")):
                 bad.append(f"{mod} -> {dep} (service reaches the classifier only through models.backends)")
             if top == "models" and dtop in ("service", "training"):
                 bad.append(f"{mod} -> {dep} (models is below service and training)")

@@ -30,11 +30,11 @@ def test_content_string_and_parts_and_unknown_fields() -> None:
             {"type": "text", "text": "look"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": "low"}},
         ]}],
-        logit_bias={"1": 2}, vendor_thing=True,
+        metadata={"trace": "t1"}, vendor_thing=True,
     )
     parts = req.messages[0].content
     assert isinstance(parts[0], TextPart) and isinstance(parts[1], ImagePartParam)
-    assert req.model_extra == {"logit_bias": {"1": 2}, "vendor_thing": True}
+    assert req.model_extra == {"metadata": {"trace": "t1"}, "vendor_thing": True}
 
 
 def test_to_engine_params_defaults_and_mapping() -> None:
