@@ -13,8 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-# docs/reliability.md: the hardening cases and their results (``--reliability-doc``).
-pytest_plugins = ("tests.reliability",)
+# docs/reliability.md: the hardening cases and their results (``--reliability-doc``): the plugin
+# tests.reliability is loaded from pyproject.toml's addopts (``-p``), early enough for its option.
 
 _TESTS = Path(__file__).resolve().parent
 _KINDS = ("unit", "integration", "e2e")
