@@ -13,7 +13,7 @@ Contract
 * ``export_gguf(gguf, out_dir)`` dequantizes a GGUF checkpoint once (transformers' GGUF loader, float32)
   and writes it as an ordinary transformers directory (``model.safetensors``, tokenizer, chat template,
   ``spaguard_export.json`` card). ``gguf_export(gguf)`` is that directory under
-  ``$SPAGUARD_CACHE/llm/<stem>-<key>/``, built on first use (~20 s on 2 cores; later loads take ~1 s). The
+  ``$SPAGUARD_CACHE/llm/<stem>-<key>/``, built on first use (~35 s on 2 cores; later loads take ~1.3 s). The
   key hashes the GGUF bytes and the transformers version, so a new file or a new converter re-exports.
   Two processes may build it at once: each writes a private folder and the first rename wins. Where
   the cache cannot be written (a read-only image), ``load_llm`` loads the GGUF file directly instead.

