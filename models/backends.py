@@ -33,7 +33,7 @@ from typing import Any
 
 from models.artifact import (DEFAULT_ARTIFACT, ArtifactMismatchError, Calibration, check_card_matches, read_artifact,
                              resolve_artifact, runtime_card)
-from models.contract import GuardInput, ScoringBackend, Verdict
+from models.contract import GuardInput, ScoringBackend, Verdict, check_batch
 from models.ocr_config import OcrConfig
 from models.projection import nodes_for_target, project_scores, target_names
 from models.render import render_text_image
@@ -91,11 +91,7 @@ class _BackendBase:
         """One verdict per item, in order (see ``ScoringBackend``)."""
         if not batch:
             return []
-        if len(batch) > self.max_batch_size:
-            raise ValueError(f"batch of {len(batch)} exceeds max_batch_size={self.max_batch_size}")
-        for item in batch:
-            if not isinstance(item, GuardInput):
-                raise TypeError(f"score expects GuardInput items, got {type(item).__name__}")
+        check_batch(batch, self.max_batch_size)
         features, ocr_texts = self._prepare(batch)  # bad inputs (e.g. undecodable images) raise here
         try:
             logits = self._logits(features)

@@ -64,3 +64,13 @@ class ScoringBackend(Protocol):
     def score(self, batch: list[GuardInput]) -> list[Verdict]:
         """Score ``batch`` (len ≤ ``max_batch_size``); one verdict per item, same order."""
         ...
+
+
+def check_batch(batch: list[GuardInput], max_batch_size: int) -> None:
+    """The checks every ``ScoringBackend.score`` makes before any work: at most ``max_batch_size`` items,
+    each a ``GuardInput`` (ValueError / TypeError otherwise)."""
+    if len(batch) > max_batch_size:
+        raise ValueError(f"batch of {len(batch)} exceeds max_batch_size={max_batch_size}")
+    for item in batch:
+        if not isinstance(item, GuardInput):
+            raise TypeError(f"score expects GuardInput items, got {type(item).__name__}")

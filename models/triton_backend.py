@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from models.artifact import ArtifactMismatchError, Calibration, check_card_matches, read_artifact, runtime_card
-from models.contract import GuardInput, Verdict
+from models.contract import GuardInput, Verdict, check_batch
 from models.export_onnx import artifact_key
 from models.featurize import Featurizer
 from models.ocr import get_reader
@@ -141,11 +141,7 @@ class TritonBackend:
         """One verdict per item, in order (``ScoringBackend``); raises when Triton cannot answer."""
         if not batch:
             return []
-        if len(batch) > self.max_batch_size:
-            raise ValueError(f"batch of {len(batch)} exceeds max_batch_size={self.max_batch_size}")
-        for item in batch:
-            if not isinstance(item, GuardInput):
-                raise TypeError(f"score expects GuardInput items, got {type(item).__name__}")
+        check_batch(batch, self.max_batch_size)
         features, ocr_texts = self.featurizer(batch)  # bad inputs (e.g. undecodable images) raise here
         try:
             logits = self._logits(features)
