@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
+from service.launch import stop, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = ("dragon who learns to bake bread", "lighthouse keeper and his cat", "robot who plants a garden",
@@ -91,19 +92,10 @@ def server_start(rounds: int, threads: int, port: int = 8931) -> list[dict]:
         proc = subprocess.Popen([str(spaguard), "serve", "--port", str(port), "--guard-threads", str(threads)],
                                 env=_env(threads), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"spaguard serve exited with {proc.returncode}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
+            wait_ready(f"http://127.0.0.1:{port}/health", proc, timeout_s=600, interval_s=0.2)
             rows.append({"round": r, "healthy_s": time.perf_counter() - t0})
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop(proc, grace_s=30, sig=signal.SIGTERM)
     return rows
 
 

@@ -48,18 +48,16 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
+from service.launch import spaguard_server
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -98,46 +96,11 @@ def _script(path: Path, latency_s: float) -> Path:
     return path
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server(args: list[str], log: Path) -> Iterator[str]:
     """``spaguard serve ARGS`` on 127.0.0.1:<free port> until /health answers 200; yields its base URL."""
-    port = _free_port()
-    spaguard = Path(sys.executable).with_name("spaguard")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([str(spaguard), "serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--log-level", "warning", *args], stdout=fh, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited ({proc.returncode}): {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not healthy in 300 s: {log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with spaguard_server(["--log-level", "warning", *args], log, timeout_s=300) as base:
         yield base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 def locust(base: str, users: int, seconds: float, out: Path, name: str, *, expect_guard: str,

@@ -40,6 +40,8 @@ from urllib.parse import urlparse
 import httpx
 import psutil
 
+from service import launch
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_SH = ROOT / "loadtests" / "run.sh"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -116,30 +118,22 @@ def http_counts(base: str) -> tuple[int, int]:
 
 
 def start_server(serve_args: list[str], log: Path, timeout_s: float = 300.0) -> tuple[subprocess.Popen, str]:
-    """``spaguard serve`` on a free loopback port; returns (process, base URL) once healthy."""
-    import socket
+    """``spaguard serve`` on a free loopback port; returns (process, base URL) once healthy.
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = Path(sys.executable).with_name("spaguard")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    The soak samples the server's own process (RSS, fds, tasks), so it keeps the ``Popen`` rather than
+    using ``service.launch.spaguard_server``'s context manager.
+    """
+    port = launch.free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([str(launch.SPAGUARD), "serve", "--host", "127.0.0.1", "--port", str(port),
+                                 *serve_args], stdout=out, stderr=subprocess.STDOUT, env=launch.offline_env())
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"spaguard serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"spaguard serve not healthy after {timeout_s:.0f} s")
+    try:
+        launch.wait_ready(f"{base}/health", proc, timeout_s=timeout_s, log=log, interval_s=0.5)
+    except BaseException:
+        launch.stop(proc, grace_s=0, sig=signal.SIGKILL)
+        raise
+    return proc, base
 
 
 def run_locust(base: str, out: Path, seconds: int, users: int) -> subprocess.Popen:

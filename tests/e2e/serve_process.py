@@ -10,68 +10,23 @@ default; tests that need real verdicts use it when it has been built.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-import httpx
-
 from models.backends import DEFAULT_ARTIFACT
-from tests.tiny import free_port
+from service import launch
 
 SHIPPED_ARTIFACT = DEFAULT_ARTIFACT
-SPAGUARD = Path(sys.executable).with_name("spaguard")
+SPAGUARD = launch.SPAGUARD
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
-               SPAGUARD_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    return env
+    return launch.offline_env(OMP_NUM_THREADS="1", SPAGUARD_THREADS="1")
 
 
-@contextmanager
-def spaguard_server(args: list[str], log_path: Path, timeout_s: float = 180.0) -> Iterator[str]:
+def spaguard_server(args: list[str], log_path: Path, timeout_s: float = 180.0) -> AbstractContextManager[str]:
     """``spaguard serve ARGS`` on 127.0.0.1:<free port>; yields ``http://127.0.0.1:<port>``."""
-    port = free_port()
-    cmd = [str(SPAGUARD), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(proc, base, log_path, timeout_s)
-        yield base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-def _wait_healthy(proc: subprocess.Popen, base: str, log_path: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"spaguard serve exited with {proc.returncode}:\n{_tail(log_path)}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"spaguard serve not healthy after {timeout_s}s:\n{_tail(log_path)}")
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    return path.read_text(errors="replace")[-chars:]
+    return launch.spaguard_server(args, log_path, timeout_s=timeout_s, env=_env())
 
 
 def tiny_guard_artifact(out: Path, prompt: bool, response: bool) -> Path:

@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.serve_process import SPAGUARD, _env, _wait_healthy
+from service.launch import stop, wait_ready
+from tests.e2e.serve_process import SPAGUARD, _env
 from tests.tiny import free_port
 from tests.unit.test_deploy_k8s import _container, rendered
 
@@ -37,12 +38,10 @@ def upstream(port: int, script: Path, log: Path) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env())
     try:
-        _wait_healthy(proc, f"http://127.0.0.1:{port}", log, 180)
+        wait_ready(f"http://127.0.0.1:{port}/health", proc, timeout_s=180, log=log)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        stop(proc, grace_s=0, sig=signal.SIGKILL)
 
 
 def _status(url: str) -> int:

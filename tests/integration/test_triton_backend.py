@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from models.backends import ArtifactMismatchError, GuardInput, load_backend, render_text_image
+from service.launch import wait_ready
 from tests.e2e.serve_process import spaguard_server
 from tests.tiny import REPO_ROOT, free_port
 
@@ -71,16 +72,8 @@ class Triton:
             self.proc = subprocess.Popen(["bash", str(SERVE_SH), str(self.repo), str(self.grpc), str(self.http),
                                           str(self.metrics)], stdout=fh, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"tritonserver exited:\n{self.log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"tritonserver not ready:\n{self.log.read_text()[-3000:]}")
+        wait_ready(f"http://127.0.0.1:{self.http}/v2/health/ready", self.proc, timeout_s=timeout_s, log=self.log,
+                   interval_s=0.5)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
