@@ -2,8 +2,8 @@
 
 ``make image`` (deploy/build-image.sh) builds it: from BASE_IMAGE where a registry answers, else on a
 Debian base bootstrapped with debootstrap. The container then runs the way the README says, with what
-Kubernetes adds (a read-only root filesystem with a tmpfs on /tmp: proof the baked ONNX export is used,
-since a cold export would have to write), and the openai client sends it a benign and a harmful request.
+Kubernetes adds (a read-only root filesystem with a tmpfs on /tmp: proof the baked ONNX export and
+the baked SmolLM2 export are used, since a cold export would have to write), and the openai client sends it a benign and a harmful request.
 Docker's own health state must turn ``healthy``: the exec-form HEALTHCHECK found the port ``serve`` was
 given. About 6-8 minutes cold on the 2-core box (base bootstrap ~3 min, pip layer, export); a rebuild with
 unchanged sources reuses Docker's layer cache.
@@ -110,6 +110,13 @@ def test_image_serves_the_guarded_endpoint(container: tuple[str, str]) -> None:
     assert len(baked) == 1, baked
     logs = _docker("logs", name, check=False)
     assert "fused ONNX export" not in logs.stdout + logs.stderr  # nothing exported at start
+    # The embedded default is the real SmolLM2, loaded from the export baked at build time (not from
+    # the GGUF file, which the read-only cache would force with a warning and a ~20 s dequantization).
+    card = httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]
+    assert card["random_weights"] is False, card
+    llm = _docker("exec", name, "sh", "-c", "ls /opt/spaguard/cache/llm/*/model.safetensors").stdout.split()
+    assert len(llm) == 1, llm
+    assert "loading the GGUF file directly" not in logs.stdout + logs.stderr
     # Docker's HEALTHCHECK (exec form) resolved the port from the serve arguments: healthy.
     deadline = time.monotonic() + 60
     health = ""
