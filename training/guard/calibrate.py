@@ -14,6 +14,8 @@ Contract
 * ``train_and_calibrate(model, data, train_idx, held_idx, cfg)``: the shipped head recipe (fit
   on ``train_idx`` with ``training.guard.heads.fit_heads``, calibrate on ``held_idx``); the final
   build and every cross-validation fold run exactly this.
+* ``split_items(..., calib_sources)`` holds every item of ``cfg.calib_sources`` out of training, and
+  ``threshold_benign`` sets the prompt threshold on their benign items alone (held-apart calibration).
 """
 
 from __future__ import annotations
@@ -133,11 +135,29 @@ def stratified_split(strata: Sequence[tuple], fraction: float, seed: int) -> tup
 # ----------------------------------------------------------------------------- head recipe
 
 
-def split_items(data, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (task, label, dataset) split of the items ``idx`` into (train, held-out)."""
-    tr, ho = stratified_split([(int(data.task[i]), data.label_key(i), data.groups[i]) for i in idx],
+def split_items(data, idx: np.ndarray, fraction: float, seed: int,
+                calib_sources: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (task, label, dataset) split of the items ``idx`` into (train, held-out); every item of a
+    ``calib_sources`` dataset is held out (it never trains: its benign prompts set the prompt threshold)."""
+    idx = np.asarray(idx)
+    apart = np.array([data.groups[i] in set(calib_sources) for i in idx], dtype=bool)
+    rest = idx[~apart]
+    tr, ho = stratified_split([(int(data.task[i]), data.label_key(i), data.groups[i]) for i in rest],
                               fraction, seed)
-    return idx[tr], idx[ho]
+    return rest[tr], np.sort(np.concatenate([rest[ho], idx[apart]])).astype(int)
+
+
+def threshold_benign(data, idx: np.ndarray, task: int, calib_sources: Sequence[str] = ()) -> np.ndarray:
+    """Which of the ``task`` items among ``idx`` set that task's FPR threshold: its benign items, and for
+    the prompt task only those of ``calib_sources`` where any are present (thresholds chosen on benign
+    sources held apart from training transfer; the training mix's own held-out split does not, issue 10)."""
+    sel = idx[data.task[idx] == task]
+    benign = data.target[sel] < 0.5
+    if task == 0 and calib_sources:
+        apart = np.array([data.groups[i] in set(calib_sources) for i in sel], dtype=bool)
+        if (apart & benign).any():
+            return benign & apart
+    return benign
 
 
 def train_and_calibrate(model, data, train_idx: np.ndarray, held_idx: np.ndarray,
@@ -150,7 +170,7 @@ def train_and_calibrate(model, data, train_idx: np.ndarray, held_idx: np.ndarray
         sel = data.task[held_idx] == t
         tgt = data.target[held_idx][sel]
         if sel.any():  # a head without held-out items keeps T = 1, threshold 0.5 (card says so)
-            tasks[task] = HeldOut(out["task"][sel], tgt, tgt < 0.5)
+            tasks[task] = HeldOut(out["task"][sel], tgt, threshold_benign(data, held_idx, t, cfg.calib_sources))
     benign = (data.target[held_idx] < 0.5) & (data.task[held_idx] == 0)
     cal = calibrate(tasks, target_fpr=cfg.target_fpr, node_keys=model.config.node_keys,
                     node_logits=out["nodes"], node_targets=data.node_y[held_idx],

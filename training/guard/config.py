@@ -36,7 +36,20 @@ class DistillConfig:
     dropout: float = config_field(0.1, "Trunk dropout while training.")
     data_root: str | None = config_field(None, "Base folder of relative data paths; None = the shared dev pack "
                                "($SPAGUARD_SHARED_DIR or <repo>/../shared/data/dev).")
-    guard_files: list[str] = config_field([], "Guard-schema JSONL files or globs (relative to data_root).")
+    guard_files: list[str] = config_field([], "Guard-schema JSONL files or globs: relative to data_root, or "
+                                          "'pack:pattern' relative to that pack's root (training.guard.packs).")
+    data_roots: list[str] = config_field([], "'name=path' roots of named packs; a pack not listed is "
+                                         "<shared>/data/<name> ($SPAGUARD_SHARED_DIR or <repo>/../shared).")
+    source_caps: list[str] = config_field([], "'dataset=N': keep about N rows of that source (seeded, whole "
+                                          "near-copy clusters), so a big source cannot swamp the mix.")
+    source_weights: list[str] = config_field([], "'dataset=w': multiply that source's item weights by w (noisy "
+                                             "set-level labels below per-item human labels).")
+    response_only_sources: list[str] = config_field([], "Datasets whose prompt labels are dropped (their prompts "
+                                                    "repeat a question set that trains elsewhere).")
+    question_grouped_sources: list[str] = config_field([], "Datasets whose rows cluster by question text for "
+                                                       "every split (many answers to one question).")
+    calib_sources: list[str] = config_field([], "Benign datasets held apart from training: the prompt threshold "
+                                            "is set on them alone (several sources, not one split of one pack).")
     pair_files: list[str] = config_field([], "Preference-pair JSONL files (prompt, chosen, rejected).")
     max_pairs: int | None = config_field(None, "Use at most this many pairs (seeded sample); None = all.")
     spa_vl_splits: list[str] = config_field([], "SPA-VL splits via datasets.load_dataset('sqrti/SPA-VL').")

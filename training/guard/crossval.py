@@ -38,7 +38,7 @@ def _fit_predict(model, data, train_idx: np.ndarray, test_idx: np.ndarray, cfg,
                  preds: dict[int, tuple[float, bool]]) -> None:
     """The shipped recipe on ``train_idx`` (inner calibration split included); calibrated
     probabilities and flags for ``test_idx`` go into ``preds``."""
-    fit_idx, cal_idx = split_items(data, train_idx, cfg.calib_fraction, cfg.seed)
+    fit_idx, cal_idx = split_items(data, train_idx, cfg.calib_fraction, cfg.seed, cfg.calib_sources)
     cal, _ = train_and_calibrate(model, data, fit_idx, cal_idx, cfg)
     logits = predict_heads(model, data, test_idx)["task"]
     for i, z in zip(test_idx, logits):

@@ -33,20 +33,28 @@ from training.guard.crossval import cross_validate, response_leave_one_source_ou
 from training.guard.guard_data import (GuardExample, PreferencePair, load_spa_vl, photo_examples,
                                        read_guard_jsonl, read_preference_pairs, typographic_examples)
 from training.guard.heads import build_head_data, build_model
+from training.guard.packs import pack_root, prepare_source_rows, split_pack
 
 
 def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[PreferencePair], dict]:
     """Every example and pair the config names, plus per-source counts for the card."""
     root, counts = cfg.resolved_root(), {}
     examples: list[GuardExample] = []
-    for pattern in cfg.guard_files:
-        paths = sorted(glob.glob(str(root / pattern)))
+    for entry in cfg.guard_files:
+        pack, pattern = split_pack(entry)
+        base = root if pack is None else pack_root(pack, cfg.data_roots, REPO_ROOT)
+        paths = sorted(glob.glob(str(base / pattern)))
         if not paths:
-            raise FileNotFoundError(f"guard_files entry {pattern!r} matched nothing under {root}")
+            raise FileNotFoundError(f"guard_files entry {entry!r} matched nothing under {base}")
         for path in paths:
-            rows = read_guard_jsonl(path)
-            counts[str(Path(path).relative_to(root))] = len(rows)
+            # a named pack's image paths are relative to the pack; an unprefixed file's, to its folder
+            rows = read_guard_jsonl(path, None if pack is None else base)
+            rel = str(Path(path).relative_to(base))
+            counts[rel if pack is None else f"{pack}:{rel}"] = len(rows)
             examples += rows
+    if cfg.source_caps or cfg.source_weights or cfg.response_only_sources or cfg.question_grouped_sources:
+        examples, rules = prepare_source_rows(examples, cfg)
+        counts["source rules"] = rules
     for split in cfg.spa_vl_splits:
         rows = load_spa_vl(split, limit=cfg.spa_vl_limit)
         counts[f"sqrti/SPA-VL:{split}"] = len(rows)
@@ -69,18 +77,21 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
         for name, rows in (("hazard_templates", hazard_prompts(cfg.seed)), ("idiom_templates", idiom_prompts(cfg.seed))):
             counts[f"prompt items: {name}"] = len(rows)
             examples += rows
+    # generated items never draw on a calibration source's texts: those stay apart from training
+    apart = set(cfg.calib_sources)
+    pool = lambda: [e for e in examples if e.group not in apart]  # noqa: E731
     if cfg.ocr_format_count:
         from training.guard.carrier_data import ocr_format_examples
 
-        rows = ocr_format_examples(examples, cfg.ocr_format_count, cfg.seed)
+        rows = ocr_format_examples(pool(), cfg.ocr_format_count, cfg.seed)
         counts["prompt items: ocr_format"] = len(rows)
         examples += rows
     if cfg.typographic_count:
-        typo = typographic_examples(examples, cfg.typographic_count, cfg.seed)
+        typo = typographic_examples(pool(), cfg.typographic_count, cfg.seed)
         counts["typographic (rendered)"] = len(typo)
         examples += typo
     if cfg.photo_count:
-        photos = photo_examples(examples, cfg.photo_count, cfg.seed)
+        photos = photo_examples(pool(), cfg.photo_count, cfg.seed)
         counts["benign photos (scikit-image)"] = len(photos)
         examples += photos
     from training.guard.response_data import add_response_data as add
@@ -109,7 +120,7 @@ def run(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
         card_metrics = cross_validate(model, data, cfg)
         if cfg.cv_leave_one_dataset_out and (data.task == 1).any():
             card_metrics["leave_one_dataset_out"].update(response_leave_one_source_out(model, data, cfg))
-    train_idx, held_idx = split_items(data, np.arange(data.n), cfg.calib_fraction, cfg.seed)
+    train_idx, held_idx = split_items(data, np.arange(data.n), cfg.calib_fraction, cfg.seed, cfg.calib_sources)
     calibration, losses = train_and_calibrate(model, data, train_idx, held_idx, cfg)
     card = {
         "data": counts, "n_items": int(data.n), "n_pairs": len(data.pair_x),

@@ -35,7 +35,7 @@ import torch
 
 from models.artifact import git_commit, sigmoid
 from models.backends import GuardInput
-from training.guard.calibrate import HeldOut, calibrate, split_items, stratified_split
+from training.guard.calibrate import HeldOut, calibrate, split_items, stratified_split, threshold_benign
 from training.guard.config import REPO_ROOT, DistillConfig, config_field
 from training.guard.distill import load_examples
 from training.guard.heads import HeadData, build_head_data, item_loss, predict_heads
@@ -210,7 +210,7 @@ def calibrate_arm(data: HeadData, idx: np.ndarray, out: dict[str, np.ndarray], n
         sel = data.task[idx] == t
         if sel.any():
             tgt = data.target[idx][sel]
-            tasks[task] = HeldOut(out["task"][sel], tgt, tgt < 0.5)
+            tasks[task] = HeldOut(out["task"][sel], tgt, threshold_benign(data, idx, t, cfg.calib_sources))
     benign = (data.target[idx] < 0.5) & (data.task[idx] == 0)
     cal = calibrate(tasks, target_fpr=cfg.target_fpr, node_keys=node_keys, node_logits=out["nodes"],
                     node_targets=data.node_y[idx], node_mask=data.node_m[idx], node_benign=benign,
@@ -259,7 +259,7 @@ def init_cv_metrics(init_from: str | Path) -> dict[str, Any]:
 
 def _splits(data: HeadData, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, calibration, measurement) item indices; train is the baseline's own training split."""
-    train_idx, held_idx = split_items(data, np.arange(data.n), cfg.calib_fraction, cfg.seed)
+    train_idx, held_idx = split_items(data, np.arange(data.n), cfg.calib_fraction, cfg.seed, cfg.calib_sources)
     strata = [(int(data.task[i]), data.label_key(i), data.groups[i]) for i in held_idx]
     cal_pos, eval_pos = stratified_split(strata, cfg.eval_fraction, cfg.seed + 1)
     return train_idx, held_idx[cal_pos], held_idx[eval_pos]

@@ -4,7 +4,8 @@ Contract
 --------
 * ``build_model(cfg)``: a fresh, seeded ``GuardClassifier`` with a frozen encoder.
 * ``build_head_data(model, examples, pairs, cfg)``: one item per (example, task) with a hard or soft label;
-  features from ``encode_items`` (cached on disk by content hash), node targets, group weights.
+  features from ``encode_items`` (cached on disk by content hash), node targets, group weights (times a
+  source's ``extra["label_weight"]``, default 1).
 * ``fit_heads(model, data, idx, cfg)`` trains trunk + output layer on ``idx``; ``predict_heads`` returns raw
   logits. ``item_loss`` is the per-item hard/soft mix (also used by the LoRA fine-tune).
 """
@@ -132,7 +133,10 @@ def build_head_data(model, examples: list[GuardExample], pairs: list[PreferenceP
     x = encode_items(model, items + pair_items, cfg)
     groups = [r[5].group for r in rows]
     counts = {g: groups.count(g) for g in set(groups)}
-    weight = np.array([counts[g] ** -cfg.group_balance for g in groups])
+    # a source's label weight (training.guard.packs: set-level labels below per-item human ones) scales
+    # its items on top of the group balance
+    weight = np.array([counts[g] ** -cfg.group_balance * float(r[5].extra.get("label_weight", 1.0))
+                       for g, r in zip(groups, rows)])
     nan = float("nan")
     return HeadData(
         x=x[:len(items)], task=np.array([r[0] for r in rows]),
