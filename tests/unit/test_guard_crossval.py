@@ -81,9 +81,16 @@ def test_crossval_guard_cli_on_a_tiny_recipe(tmp_path, monkeypatch):
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     encoder = build_tiny_text_encoder(tmp_path / "enc", seed=0)
     recipe = Path(__file__).resolve().parents[2] / "training" / "configs" / "guard_tiny.yaml"
-    out = tmp_path / "lodo"
+    out, art = tmp_path / "lodo", tmp_path / "artifact"
+    art.mkdir()
+    (art / "card.json").write_text(json.dumps({"metrics": {"held_out": {"x": 1}}, "seed": 0}))
     assert lodo_report.main(["--config", str(recipe), "--encoder", str(encoder), "--data_root", str(tmp_path),
-                             "--cache_dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+                             "--cache_dir", str(tmp_path / "cache"), "--out", str(out), "--into", str(art)]) == 0
+    card = json.loads((art / "card.json").read_text())
+    assert card["metrics"]["held_out"] == {"x": 1} and "--into" in card["metrics"]["lodo_source"]["command"]
+    assert card["metrics"]["leave_one_dataset_out"] == json.loads((out / "lodo.json").read_text())[
+        "leave_one_dataset_out"]
+    assert lodo_report.main(["--config", str(recipe), "--into", str(tmp_path / "nowhere")]) == 2
     report = json.loads((out / "lodo.json").read_text())
     per = report["leave_one_dataset_out"]["prompt_by_dataset"]
     assert set(per) == {"set0", "set1", "set2"} and all(m["n"] == 30 for m in per.values())

@@ -8,6 +8,9 @@ cluster with it, then scored on it (``training.guard.crossval``); the prompt and
 table per held-out source and its macro average (every source counts once). Takes the recipe's YAML and flags
 like ``spaguard train-guard`` (``DistillConfig``); ``cv_leave_one_dataset_out`` is forced on, k-fold off.
 Writes ``<out>/lodo.json`` (the metrics) and ``<out>/lodo.md`` (the tables), and prints the tables.
+``--into ARTIFACT_DIR`` also records them in that artifact's ``card.json`` (``metrics.leave_one_dataset_out``,
+with ``metrics.lodo_source`` naming the command): the headline figure in the model card of the artifact built
+from the same recipe (train-guard, or the LoRA fine-tune warm-started from it), without a second run.
 """
 
 from __future__ import annotations
@@ -42,15 +45,37 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def record_in_card(artifact: Path, report: dict[str, Any], command: str) -> None:
+    """Put ``report``'s leave-one-dataset-out metrics into ``artifact/card.json`` (atomic rewrite)."""
+    path = artifact / "card.json"
+    card = json.loads(path.read_text())
+    card.setdefault("metrics", {})["leave_one_dataset_out"] = report["leave_one_dataset_out"]
+    card["metrics"]["lodo_source"] = {"command": command, "data": report["data"], "seconds": report["seconds"]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     from trl import TrlParser
 
     args = list(sys.argv[1:] if argv is None else argv)
-    out = Path("runs/lodo")
-    if "--out" in args:  # ours, not a DistillConfig field
-        at = args.index("--out")
-        out = Path(args[at + 1])
-        del args[at:at + 2]
+    out, into = Path("runs/lodo"), None
+    command = "spaguard crossval-guard " + " ".join(args)
+    for flag in ("--out", "--into"):  # ours, not DistillConfig fields
+        if flag in args:
+            at = args.index(flag)
+            if at + 1 >= len(args):
+                print(f"spaguard crossval-guard: error: {flag} needs a value", file=sys.stderr)
+                return 2
+            if flag == "--out":
+                out = Path(args[at + 1])
+            else:
+                into = Path(args[at + 1])
+            del args[at:at + 2]
+    if into is not None and not (into / "card.json").is_file():
+        print(f"spaguard crossval-guard: error: --into {into}: no card.json there", file=sys.stderr)
+        return 2
     try:
         (cfg,) = TrlParser(DistillConfig).parse_args_and_config(args)
         report = run(cfg)
@@ -61,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "lodo.json").write_text(json.dumps(report, indent=2) + "\n")
     table = lodo_markdown(report["leave_one_dataset_out"])
     (out / "lodo.md").write_text(table)
+    if into is not None:
+        record_in_card(into, report, command)
     print(table)
     return 0
 
