@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from service.config import Action
@@ -69,8 +69,14 @@ _KNOWN_KEYS = frozenset({
     "model", "messages", "role", "content", "name", "type", "text", "image_url", "url", "detail",
     "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop", "seed",
     "presence_penalty", "frequency_penalty", "stream", "stream_options", "include_usage", "user",
-    "input",
+    "input", "tool_calls", "tool_call_id", "id", "function", "arguments", "refusal", "tools",
+    "tool_choice", "parallel_tool_calls", "description", "parameters", "strict", "response_format",
+    "json_schema", "schema", "logprobs", "top_logprobs", "logit_bias", "reasoning_effort", "metadata",
+    "prompt", "echo", "suffix", "best_of",
 })
+# Known fields whose value is free-form JSON (a JSON schema, a token-id map, tags): the keys inside are
+# the client's own, counted against the body's cap like any known field, never as unknown fields.
+_OPAQUE_KEYS = frozenset({"parameters", "schema", "logit_bias", "metadata"})
 _NODE_CHARS = 8  # what one JSON node (object, array, number, ...) counts against the caps
 
 
@@ -102,9 +108,10 @@ def check_body(data: Any) -> None:
     """Walk a raw request body once (iteratively: no recursion on deep input); see the module
     docstring. Raises ``PydanticCustomError``; paths name known fields only, never values."""
     total = extra = 0
-    stack: list[tuple[Any, tuple[str | int, ...], bool]] = [(data, (), False)]
+    # (value, path, under an unknown key, under an opaque key)
+    stack: list[tuple[Any, tuple[str | int, ...], bool, bool]] = [(data, (), False, False)]
     while stack:
-        value, path, unknown = stack.pop()
+        value, path, unknown, opaque = stack.pop()
         if len(path) > MAX_JSON_DEPTH:
             raise PydanticCustomError("too_deep", "body: nested deeper than {n} levels",
                                       {"n": MAX_JSON_DEPTH})
@@ -115,12 +122,13 @@ def check_body(data: Any) -> None:
         elif isinstance(value, dict):
             for key, child in value.items():
                 key = str(key)
-                known = key in _KNOWN_KEYS and not unknown
+                known = (key in _KNOWN_KEYS or opaque) and not unknown
                 _encodable(key, path if known else (*path, "<unknown field>"))
                 size += len(key)
-                stack.append((child, (*path, key) if known else (*path, "<unknown field>"), not known))
+                stack.append((child, (*path, key) if known else (*path, "<unknown field>"), not known,
+                              opaque or (known and key in _OPAQUE_KEYS)))
         elif isinstance(value, list):
-            stack.extend((child, (*path, i), unknown) for i, child in enumerate(value))
+            stack.extend((child, (*path, i), unknown, opaque) for i, child in enumerate(value))
         total += size
         extra += size if unknown else 0
         if total > MAX_NON_IMAGE_CHARS:
@@ -131,15 +139,28 @@ def check_body(data: Any) -> None:
                                       {"n": MAX_EXTRA_CHARS})
 
 
-# OpenAI chat parameters this server cannot honour, with the values that mean "not used":
-# a request that asks for one is refused (400), never served as if it had not asked.
-_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
-    "tools": (None, []), "functions": (None, []), "tool_choice": (None, "none"),
-    "function_call": (None, "none"),
-    "response_format": (None, {"type": "text"}), "logprobs": (None, False), "top_logprobs": (None, 0),
-    "logit_bias": (None, {}), "audio": (None,), "modalities": (None, ["text"]), "prediction": (None,),
-    "web_search_options": (None,), "reasoning_effort": (None,),
+# Every optional OpenAI chat parameter, with the values that mean "not used". A request that sets one to
+# anything else asks for it: the serving engine honours it (its ``capabilities``,
+# ``service.engines.capabilities``) or the request is refused (400 naming it), never served as if it had
+# not asked. The typed ones are validated here; the others are checked for type by the upstream that
+# honours them (the ``openai`` engine passes them on as they are).
+OPTIONAL_PARAMS: dict[str, tuple[Any, ...]] = {
+    "n": (None, 1), "logprobs": (None, False), "top_logprobs": (None, 0), "logit_bias": (None, {}),
+    "tools": (None, []), "tool_choice": (None, "none", "auto"), "parallel_tool_calls": (None,),
+    "response_format": (None, {"type": "text"}), "reasoning_effort": (None,), "metadata": (None, {}),
+    "store": (None, False), "service_tier": (None, "auto", "default"), "audio": (None,),
+    "modalities": (None, ["text"]), "prediction": (None,), "web_search_options": (None,),
+    "functions": (None, []), "function_call": (None, "none", "auto"), "verbosity": (None,),
+    "prompt_cache_key": (None,), "safety_identifier": (None,),
 }
+MAX_CHOICES = 8  # ``n``: each choice is generated and scored in full
+MAX_TOOLS = 128  # OpenAI's own limit on ``tools``
+MAX_TOOL_CALLS = 64  # tool calls of one assistant turn in a request
+MAX_TOOL_ID_CHARS = 256
+MAX_LOGIT_BIAS = 1024  # entries of ``logit_bias``
+MAX_TOP_LOGPROBS = 20  # OpenAI's range of ``top_logprobs``
+MAX_METADATA = 16  # OpenAI's: 16 pairs, keys of 64 characters, values of 512
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's rule for tool (function) names
 
 
 # --- Request ----------------------------------------------------------------------------------
@@ -170,17 +191,39 @@ class ImagePartParam(_Open):
 ContentPart = Annotated[TextPart | ImagePartParam, Field(discriminator="type")]
 
 
-class ChatMessageParam(_Open):
-    """One message; ``developer`` is OpenAI's new name for ``system`` and is treated as such."""
+class FunctionCallParam(_Open):
+    name: str = Field(max_length=MAX_NAME_CHARS)
+    arguments: str
 
-    role: Literal["system", "developer", "user", "assistant"]
+
+class ToolCallParam(_Open):
+    """A call an earlier assistant turn made (OpenAI's ``ChatCompletionMessageToolCallParam``)."""
+
+    id: str = Field(max_length=MAX_TOOL_ID_CHARS)
+    type: Literal["function"]
+    function: FunctionCallParam
+
+
+class ChatMessageParam(_Open):
+    """One message; ``developer`` is OpenAI's new name for ``system`` and is treated as such.
+
+    A ``tool`` message is a tool's result: it answers ``tool_call_id`` and holds text only. An
+    ``assistant`` message may carry ``tool_calls`` (then its content may be null)."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | Annotated[list[ContentPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
     name: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    tool_calls: Annotated[list[ToolCallParam], Field(max_length=MAX_TOOL_CALLS)] | None = None
+    tool_call_id: str | None = Field(None, max_length=MAX_TOOL_ID_CHARS)
 
     @model_validator(mode="after")
     def _content_rules(self) -> ChatMessageParam:
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls are only allowed in assistant messages")
+        if (self.tool_call_id is None) == (self.role == "tool"):
+            raise ValueError("a tool message needs tool_call_id, and only a tool message has one")
         if isinstance(self.content, list):
             if not self.content:
                 raise ValueError("content must not be an empty list")
@@ -190,9 +233,51 @@ class ChatMessageParam(_Open):
         return self
 
     def text_chars(self) -> int:
+        calls = sum(len(c.function.name) + len(c.function.arguments) for c in self.tool_calls or ())
         if isinstance(self.content, str):
-            return len(self.content)
-        return sum(len(p.text) for p in self.content or () if isinstance(p, TextPart))
+            return len(self.content) + calls
+        return sum(len(p.text) for p in self.content or () if isinstance(p, TextPart)) + calls
+
+
+class FunctionDefinition(_Open):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolParam(_Open):
+    """A tool the model may call (OpenAI's ``ChatCompletionFunctionToolParam``)."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Open):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(_Open):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaFormat(_Open):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Open):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_rules(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("response_format json_schema needs a json_schema, and only it has one")
+        return self
 
 
 class StreamOptions(_Open):
@@ -202,6 +287,9 @@ class StreamOptions(_Open):
 StopSequence = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 
 
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
 class ChatCompletionRequest(_Request):
     model: str | None = Field(None, max_length=MAX_MODEL_CHARS)
     messages: list[ChatMessageParam] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -209,7 +297,7 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=1)
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     stop: StopSequence | Annotated[list[StopSequence], Field(max_length=4)] | None = None
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -217,13 +305,45 @@ class ChatCompletionRequest(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=MAX_USER_CHARS)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]],
+                          Field(max_length=MAX_LOGIT_BIAS)] | None = None
+    tools: Annotated[list[ToolParam], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]],
+                        Field(max_length=MAX_METADATA)] | None = None
+
+    # Field validators, not the model one, so that the 400's ``param`` names the field.
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs set to true")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if any(not (k.isascii() and k.isdigit() and len(k) <= 10) for k in value or {}):
+            raise ValueError("logit_bias keys must be token ids (decimal digits)")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice_needs_tools(cls, value: Any, info: ValidationInfo) -> Any:
+        tools = info.data.get("tools") or []
+        if value not in (None, "none", "auto") and not tools:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(value, NamedToolChoice) and value.function.name not in {t.function.name for t in tools}:
+            raise ValueError("tool_choice names a function that is not in tools")
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ChatCompletionRequest:
-        for name, unused in _UNSUPPORTED.items():
-            if name in (self.model_extra or {}) and self.model_extra[name] not in unused:
-                raise PydanticCustomError("unsupported_parameter",
-                                          "{name}: not supported by this server", {"name": name})
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         if sum(m.text_chars() for m in self.messages) > MAX_CHARS:
@@ -236,8 +356,44 @@ class ChatCompletionRequest(_Request):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def to_engine_params(self, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> SamplingParams:
-        """Engine sampling parameters; unset fields take OpenAI's defaults."""
+    def requested_params(self) -> set[str]:
+        """The optional OpenAI parameters this request asks for (``OPTIONAL_PARAMS``); a conversation
+        with ``tool`` messages or assistant ``tool_calls`` asks for ``tools`` too."""
+        asked = {name for name, value in self._optional_values().items()
+                 if not any(value == neutral for neutral in OPTIONAL_PARAMS[name])}
+        if any(m.role == "tool" or m.tool_calls for m in self.messages):
+            asked.add("tools")
+        return asked
+
+    def upstream_params(self) -> dict[str, Any]:
+        """The requested optional parameters (and ``user``) as JSON, for an engine that passes them on."""
+        values = self._optional_values()
+        out = {name: values[name] for name in self.requested_params() if name in values}
+        if self.user is not None:
+            out["user"] = self.user
+        return out
+
+    def _optional_values(self) -> dict[str, Any]:
+        """Every optional parameter the body set, as plain JSON (typed fields dumped by their wire names)."""
+        extra = self.model_extra or {}
+        values: dict[str, Any] = {}
+        for name in OPTIONAL_PARAMS:
+            if name in self.model_fields_set:
+                value = getattr(self, name)
+                if isinstance(value, BaseModel):
+                    value = value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                elif isinstance(value, list):
+                    value = [v.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                             if isinstance(v, BaseModel) else v for v in value]
+                values[name] = value
+            elif name in extra:
+                values[name] = extra[name]
+        return values
+
+    def to_engine_params(self, default_max_tokens: int = DEFAULT_MAX_TOKENS,
+                         upstream: bool = False) -> SamplingParams:
+        """Engine sampling parameters; unset fields take OpenAI's defaults. ``upstream``: the engine
+        passes the optional parameters on (``SamplingParams.upstream``)."""
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return SamplingParams(
             max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
@@ -247,6 +403,11 @@ class ChatCompletionRequest(_Request):
             seed=self.seed,
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
+            n=self.n or 1,
+            logprobs=bool(self.logprobs),
+            top_logprobs=self.top_logprobs or 0,
+            logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()),
+            upstream=self.upstream_params() if upstream else {},
         )
 
 
@@ -278,17 +439,48 @@ class UsageInfo(BaseModel):
     total_tokens: int = 0
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprobOut(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobOut] | None = None
+    refusal: list[TokenLogprobOut] | None = None
+
+
 class AssistantMessage(BaseModel):
+    """``reasoning_content`` is not OpenAI's: it carries an upstream's reasoning text (vLLM's name),
+    scored by the guard like the content; absent when there is none."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
+    reasoning_content: str | None = None
 
 
 class ChatCompletionChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -301,17 +493,31 @@ class ChatCompletionResponse(BaseModel):
     safety: SafetyVerdict | None = None
 
 
+class DeltaFunction(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunction | None = None
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
+    reasoning_content: str | None = None
 
 
 class ChatCompletionStreamChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionStreamResponse(BaseModel):

@@ -22,9 +22,9 @@ in-process vLLM ``AsyncLLM``, and the scripted fake used by unit tests) implemen
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,26 @@ class ImagePart:
 
 
 @dataclass(frozen=True)
-class ChatMessage:
-    """One normalized chat turn; ``content`` keeps the order of text and image parts."""
+class ToolCall:
+    """A function call an assistant turn made (OpenAI's ``tool_calls[i]``); ``arguments`` is the JSON
+    text as the model wrote it."""
 
-    role: Literal["system", "user", "assistant"]
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One normalized chat turn; ``content`` keeps the order of text and image parts.
+
+    ``tool_calls``: the calls an assistant turn made; ``tool_call_id``: the call a ``tool`` turn (a
+    tool's result) answers. Only engines whose ``capabilities`` hold ``tools`` receive either."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: tuple[str | ImagePart, ...]
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
     @property
     def text(self) -> str:
@@ -53,6 +68,12 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """What to generate. ``n`` completions of one prompt (``EngineOutput.index`` tells them apart);
+    ``logprobs``/``top_logprobs``: report each token's log-probability and that many alternatives;
+    ``logit_bias``: (token id, bias) pairs added to the logits. ``upstream``: OpenAI parameters the
+    engine passes on as they are (tools, tool_choice, response_format, ...); only an engine whose
+    ``capabilities`` name them receives any (``service.engines.capabilities``)."""
+
     max_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
@@ -60,6 +81,11 @@ class SamplingParams:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    upstream: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,13 +96,44 @@ class EngineRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability, and the most likely alternatives at its step."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: ``index`` names the call within its choice; ``id`` and
+    ``name`` come with its first piece, ``arguments`` grow by concatenation."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class EngineOutput:
-    """A streamed delta. ``finish_reason`` is set on the last one ("stop" | "length")."""
+    """A streamed delta of choice ``index`` (0 .. n-1). ``finish_reason`` is set on each choice's
+    last one ("stop" | "length" | "tool_calls" | an upstream's own). Token counts are cumulative
+    per choice (the prompt count is the same for all choices).
+
+    Besides ``text`` (the content) a delta may carry the other surfaces a model writes, each of
+    which the guard scores: ``reasoning`` (an upstream's ``reasoning_content``), ``refusal`` (the
+    model's own refusal text), ``tool_calls`` pieces; and ``logprobs`` of the tokens in it."""
 
     text: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    index: int = 0
+    reasoning: str = ""
+    refusal: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class EngineError(Exception):
@@ -165,6 +222,9 @@ class EngineConfig:
 class EngineClient(Protocol):
     model_name: str
     random_weights: bool  # True for the tiny random-weights VLM: reported in /v1/models and logs
+    # The optional OpenAI parameters this engine honours (``service.engines.capabilities``); the
+    # API refuses any other with a 400 naming it.
+    capabilities: frozenset[str]
     # Optional, not part of the Protocol: ``model_info`` (a JSON-able dict of what is loaded: real or
     # random weights, whether images reach the model), shown by /v1/models.
 

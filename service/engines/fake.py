@@ -10,13 +10,19 @@ Script file (JSON)::
         {"match": "poem", "chunks": ["Roses ", "are ", "red."]},   # user text wins
         {"match": "boom", "error": "scripted engine failure"},     # raise EngineError instead
         {"match": "die", "chunks": ["Half"], "error": "gone",      # stream the chunks, then fail
-         "error_status": 503}                                      # (502 default, 503, 504, 400)
+         "error_status": 503},                                     # (502 default, 503, 504, 400)
+        {"match": "weather", "reasoning": ["Think ", "first."],    # reasoning_content deltas first
+         "tool_calls": [{"name": "get_weather",                    # then tool calls, each name
+                         "arguments": ["{\"city\": ", "\"Paris\"}"]}]}  # and its argument deltas
       ],
       "default": {"chunks": ["Hello", "!"]}   # optional; without it the engine echoes the text
     }
 
-Chunks are streamed in order; ``finish_reason`` defaults to "stop" (or "length" when the chunks
-exceed ``max_tokens``, counting one token per chunk). Token counts: prompt = whitespace words of
+Chunks are streamed in order (reasoning, then content, then tool calls); ``finish_reason`` defaults
+to "stop" ("tool_calls" when the rule calls tools, "length" when the content chunks exceed
+``max_tokens``, counting one token per chunk). With ``n`` > 1 the rule is answered once per choice,
+the choices interleaved chunk by chunk. ``tool_choice: "none"`` suppresses the scripted calls.
+Capabilities (``service.engines.capabilities.FAKE``): ``n`` and tools. Token counts: prompt = whitespace words of
 all text plus 16 per image, completion = chunks emitted. ``aborted`` records aborted request ids.
 With ``max_model_len``, a prompt of that many tokens or more is refused (``PromptTooLong``) by
 ``check_request`` and by ``generate``; ``checked`` records the ids ``check_request`` saw.
@@ -31,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.engines.capabilities import FAKE
 from service.engines.base import (
     EngineBadRequest,
     EngineConfig,
@@ -40,9 +47,17 @@ from service.engines.base import (
     EngineTimeout,
     EngineUnavailable,
     PromptTooLong,
+    ToolCallDelta,
 )
 
 IMAGE_TOKENS = 16  # nominal prompt tokens per image
+
+
+@dataclass(frozen=True)
+class ScriptedToolCall:
+    name: str
+    arguments: tuple[str, ...]
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +66,9 @@ class ScriptedResponse:
     match: str | None = None
     error: str | None = None
     error_status: int = 502
-    finish_reason: str = "stop"
+    finish_reason: str | None = None  # None: "tool_calls" when the rule calls tools, else "stop"
+    reasoning: tuple[str, ...] = ()
+    tool_calls: tuple[ScriptedToolCall, ...] = ()
 
 
 @dataclass
@@ -64,6 +81,7 @@ class FakeEngineClient:
     chunk_delay_s: float = 0.0
     max_model_len: int | None = None
     random_weights: bool = False
+    capabilities: frozenset[str] = FAKE
     healthy: bool = True
     aborted: list[str] = field(default_factory=list)
     requests: list[EngineRequest] = field(default_factory=list)
@@ -146,25 +164,52 @@ class FakeEngineClient:
         rule = self._pick(request)
         if rule.error is not None and not rule.chunks:
             raise _error(rule)
-        chunks = list(rule.chunks)
-        finish = rule.finish_reason
-        if len(chunks) > request.params.max_tokens:
-            chunks, finish = chunks[: request.params.max_tokens], "length"
+        steps = _steps(rule, request)
         self._active.add(request.request_id)
-        for i, chunk in enumerate(chunks):
-            if request.request_id not in self._active:
-                return  # aborted
-            if self.chunk_delay_s:
-                await asyncio.sleep(self.chunk_delay_s)
-            last = i == len(chunks) - 1
-            if last and rule.error is not None:  # dies mid-stream, after its chunks but the finish
-                yield EngineOutput(chunk, None, prompt_tokens, i + 1)
-                self._active.discard(request.request_id)
-                raise _error(rule)
-            yield EngineOutput(chunk, finish if last else None, prompt_tokens, i + 1)
-        if not chunks:
-            yield EngineOutput("", finish, prompt_tokens, 0)
+        for i, (kind, value) in enumerate(steps):
+            last = i == len(steps) - 1
+            for index in range(request.params.n):
+                if request.request_id not in self._active:
+                    return  # aborted
+                if self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
+                if last and rule.error is not None:  # dies mid-stream, after its chunks but the finish
+                    yield EngineOutput(value, None, prompt_tokens, i + 1, index=index)
+                    self._active.discard(request.request_id)
+                    raise _error(rule)
+                finish = _finish(rule, request) if last else None
+                if kind == "text":
+                    yield EngineOutput(value, finish, prompt_tokens, i + 1, index=index)
+                elif kind == "reasoning":
+                    yield EngineOutput("", finish, prompt_tokens, i + 1, index=index, reasoning=value)
+                else:
+                    yield EngineOutput("", finish, prompt_tokens, i + 1, index=index, tool_calls=(value,))
+        if not steps:
+            for index in range(request.params.n):
+                yield EngineOutput("", _finish(rule, request), prompt_tokens, 0, index=index)
         self._active.discard(request.request_id)
+
+
+def _calls_tools(rule: ScriptedResponse, request: EngineRequest) -> bool:
+    return bool(rule.tool_calls) and request.params.upstream.get("tool_choice") != "none"
+
+
+def _finish(rule: ScriptedResponse, request: EngineRequest) -> str:
+    if len(rule.chunks) > request.params.max_tokens:
+        return "length"
+    return rule.finish_reason or ("tool_calls" if _calls_tools(rule, request) else "stop")
+
+
+def _steps(rule: ScriptedResponse, request: EngineRequest) -> list[tuple[str, Any]]:
+    """The rule's deltas in order: ("reasoning", text), ("text", text), ("tool", ToolCallDelta)."""
+    steps: list[tuple[str, Any]] = [("reasoning", r) for r in rule.reasoning]
+    steps += [("text", c) for c in rule.chunks[: request.params.max_tokens]]
+    if _calls_tools(rule, request) and len(rule.chunks) <= request.params.max_tokens:
+        for k, call in enumerate(rule.tool_calls):
+            pieces = call.arguments or ("",)
+            steps.append(("tool", ToolCallDelta(k, call.id or f"call_fake{k}", call.name, pieces[0])))
+            steps += [("tool", ToolCallDelta(k, arguments=a)) for a in pieces[1:]]
+    return steps
 
 
 _ERRORS: dict[int, type[EngineError]] = {
@@ -179,7 +224,7 @@ def _error(rule: ScriptedResponse) -> EngineError:
 def _rule(raw: Any) -> ScriptedResponse:
     if not isinstance(raw, dict):
         raise ValueError("each fake engine rule must be an object")
-    unknown = set(raw) - {"match", "chunks", "error", "error_status", "finish_reason"}
+    unknown = set(raw) - {"match", "chunks", "error", "error_status", "finish_reason", "reasoning", "tool_calls"}
     if unknown:
         raise ValueError(f"unknown keys in fake engine rule: {sorted(unknown)}")
     chunks = raw.get("chunks", [])
@@ -188,13 +233,30 @@ def _rule(raw: Any) -> ScriptedResponse:
     status = int(raw.get("error_status", 502))
     if status not in _ERRORS:
         raise ValueError(f"'error_status' must be one of {sorted(_ERRORS)}")
+    reasoning = raw.get("reasoning", [])
+    if not isinstance(reasoning, list) or not all(isinstance(c, str) for c in reasoning):
+        raise ValueError("'reasoning' must be a list of strings")
     return ScriptedResponse(
         chunks=tuple(chunks),
         match=raw.get("match"),
         error=raw.get("error"),
         error_status=status,
-        finish_reason=str(raw.get("finish_reason", "stop")),
+        finish_reason=str(raw["finish_reason"]) if "finish_reason" in raw else None,
+        reasoning=tuple(reasoning),
+        tool_calls=tuple(_tool_call(c) for c in raw.get("tool_calls", [])),
     )
+
+
+def _tool_call(raw: Any) -> ScriptedToolCall:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise ValueError("each scripted tool call must be an object with a 'name'")
+    unknown = set(raw) - {"name", "arguments", "id"}
+    if unknown:
+        raise ValueError(f"unknown keys in fake engine tool call: {sorted(unknown)}")
+    arguments = raw.get("arguments", [])
+    if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
+        raise ValueError("a tool call's 'arguments' must be a list of strings")
+    return ScriptedToolCall(raw["name"], tuple(arguments), raw.get("id"))
 
 
 def _read_script(path: Path) -> dict[str, Any]:

@@ -29,6 +29,18 @@ How it works
 * ``_RowRouter`` is both the streamer and a stopping criterion: it routes each row's new token to
   its request's queue (incremental detokenization, stop strings, per-row ``max_tokens``) and tells
   ``generate`` which rows are finished or aborted.
+
+Parameters (``service.engines.capabilities.TRANSFORMERS``)
+-------------------------------------------------------
+* ``n``: a request becomes n rows of its batch (``EngineOutput.index`` 0 .. n-1), sampled apart.
+* ``seed``: each ``generate`` call runs under a forked RNG seeded with the group's seed, so a seeded
+  request reproduces; an unseeded one draws a fresh seed from the OS, so unseeded samples differ
+  from call to call (the fork alone restored the same state for every call: issue 14).
+* ``logit_bias``: added to the logits by ``_BiasProcessor`` (ids past the vocabulary: 400).
+* ``logprobs``/``top_logprobs``: ``_LogprobRecorder`` keeps each step's log-softmax of the logits
+  after penalties and bias, before temperature and top_p; the router reports the sampled token's
+  log-probability and the ``top_logprobs`` most likely ones with the text they belong to (the EOS
+  token is not reported, as in OpenAI's API).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,8 +72,10 @@ from service.engines.base import (
     EngineUnavailable,
     PromptTooLong,
     SamplingParams,
+    TokenLogprob,
     fits_without_counting,
 )
+from service.engines.capabilities import TRANSFORMERS
 from service.engines.hf_text import Prompts, TextPrompts
 
 logger = logging.getLogger(__name__)
@@ -86,9 +101,11 @@ class _Row:
     job: _Job
     prompt_tokens: int
     budget: int  # max new tokens for this row
+    index: int = 0  # the choice this row generates
     ids: list[int] = field(default_factory=list)
     sent: int = 0  # characters of decoded text already emitted
     done: bool = False
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of tokens whose text is not emitted yet
 
 
 class _RowRouter(BaseStreamer, StoppingCriteria):
@@ -99,17 +116,19 @@ class _RowRouter(BaseStreamer, StoppingCriteria):
     stopping check runs before the streamer within a step), so it costs at most one extra token.
     """
 
-    def __init__(self, rows: list[_Row], decode: Callable[[list[int]], str], eos_ids: set[int], emit: _Emit):
+    def __init__(self, rows: list[_Row], decode: Callable[[list[int]], str], eos_ids: set[int], emit: _Emit,
+                 recorder: _LogprobRecorder | None = None):
         self.rows, self._decode, self._eos, self._emit = rows, decode, eos_ids, emit
+        self._recorder = recorder
         self._seen_prompt = False
 
     def put(self, value: torch.Tensor) -> None:
         if not self._seen_prompt:  # the first call carries the prompt, not new tokens
             self._seen_prompt = True
             return
-        for row, token in zip(self.rows, value.reshape(-1).tolist(), strict=True):
+        for b, (row, token) in enumerate(zip(self.rows, value.reshape(-1).tolist(), strict=True)):
             if not row.done:
-                self._step(row, int(token))
+                self._step(row, int(token), b)
 
     def end(self) -> None:
         """Rows still open when ``generate`` returns ran out of budget."""
@@ -121,7 +140,7 @@ class _RowRouter(BaseStreamer, StoppingCriteria):
         flags = [row.done or row.job.abort.is_set() for row in self.rows]
         return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
 
-    def _step(self, row: _Row, token: int) -> None:
+    def _step(self, row: _Row, token: int, b: int) -> None:
         if row.job.abort.is_set():
             row.done = True
             self._emit(row.job, None)
@@ -130,6 +149,9 @@ class _RowRouter(BaseStreamer, StoppingCriteria):
         if token in self._eos:
             self._finish(row, self._decode(row.ids[:-1]), "stop")
             return
+        params = row.job.request.params
+        if params.logprobs and self._recorder is not None:
+            row.logprobs.append(self._recorder.entry(b, token, params.top_logprobs, self._decode))
         text = self._decode(row.ids)
         stops = row.job.request.params.stop
         cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
@@ -149,7 +171,8 @@ class _RowRouter(BaseStreamer, StoppingCriteria):
 
     @staticmethod
     def _output(row: _Row, text: str, reason: str | None) -> EngineOutput:
-        return EngineOutput(text, reason, row.prompt_tokens, len(row.ids))
+        logprobs, row.logprobs = tuple(row.logprobs), []
+        return EngineOutput(text, reason, row.prompt_tokens, len(row.ids), index=row.index, logprobs=logprobs)
 
 
 def _held_back(text: str, stops: Sequence[str]) -> int:
@@ -174,6 +197,37 @@ class _PenaltyProcessor(LogitsProcessor):
         generated = input_ids[:, self.prompt_len :]  # (B, T)
         counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
+class _BiasProcessor(LogitsProcessor):
+    """OpenAI's ``logit_bias``: a fixed vector added to every step's logits."""
+
+    def __init__(self, bias: torch.Tensor):
+        self.bias = bias  # (V,)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores + self.bias.to(scores.dtype)
+
+
+class _LogprobRecorder(LogitsProcessor):
+    """Keeps the step's log-probabilities (the last processor of ours: after penalties and bias;
+    transformers applies temperature and top_p after every user processor). Changes nothing."""
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None  # (B, V)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.last = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def entry(self, b: int, token: int, top: int, decode: Callable[[list[int]], str]) -> TokenLogprob:
+        assert self.last is not None  # the processor runs before the streamer within a step
+        row = self.last[b]  # (V,)
+        alternatives: tuple[tuple[str, float], ...] = ()
+        if top:
+            values, ids = torch.topk(row, top)
+            alternatives = tuple((decode([int(i)]), float(v)) for v, i in zip(values.tolist(), ids.tolist()))
+        return TokenLogprob(decode([token]), float(row[token]), alternatives)
 
 
 def _decode_image(part_data: bytes) -> Image.Image:
@@ -259,12 +313,16 @@ def _check_params(p: SamplingParams) -> None:
 
 
 def _params_key(p: SamplingParams) -> tuple:
-    """Rows with equal keys can share one ``generate`` call; max_tokens and stop are per row."""
-    return (p.temperature, p.top_p, p.seed, p.presence_penalty, p.frequency_penalty)
+    """Rows with equal keys can share one ``generate`` call; max_tokens, stop, n and logprobs are per
+    row. (``_run_batch`` adds the request id for a seeded request: its group holds its own rows only,
+    or another request's rows would draw from its random stream and it would not reproduce.)"""
+    return (p.temperature, p.top_p, p.presence_penalty, p.frequency_penalty, p.logit_bias)
 
 
 class TransformersEngine:
     """In-process transformers engine with cross-request batching; see the module docstring."""
+
+    capabilities = TRANSFORMERS
 
     def __init__(self, config: EngineConfig, max_wait_s: float = BATCH_WAIT_S):
         if config.max_batch_size < 1 or max_wait_s < 0:
@@ -349,11 +407,15 @@ class TransformersEngine:
         if request.request_id in self._jobs:
             raise EngineBadRequest(f"request id {request.request_id!r} is already running")
         _check_params(request.params)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        if any(not 0 <= token < vocab for token, _ in request.params.logit_bias):
+            raise EngineBadRequest(f"logit_bias names a token id outside this model's vocabulary of {vocab}")
         job = _Job(request, asyncio.Queue())
         self._jobs[request.request_id] = job
+        open_choices = request.params.n
         try:
             await self._pending.put(job)
-            while True:
+            while open_choices:
                 item = await job.queue.get()
                 if item is None:  # aborted
                     return
@@ -361,7 +423,7 @@ class TransformersEngine:
                     raise item
                 yield item
                 if item.finish_reason is not None:
-                    return
+                    open_choices -= 1
         finally:  # also on client disconnect: stop spending compute on this row
             job.abort.set()
             self._jobs.pop(request.request_id, None)
@@ -393,7 +455,7 @@ class TransformersEngine:
 
     def _run_batch(self, jobs: list[_Job]) -> None:
         """Worker thread: encode each row, then one ``generate`` per sampling group."""
-        groups: dict[tuple, list[tuple[_Job, dict[str, torch.Tensor]]]] = {}
+        groups: dict[tuple, list[tuple[_Job, dict[str, torch.Tensor], int]]] = {}  # (job, encoding, choice)
         for job in jobs:
             try:
                 encoding = self._encode(job.request)
@@ -404,13 +466,15 @@ class TransformersEngine:
                 logger.exception("encoding request %s failed", job.request.request_id)
                 self._emit(job, EngineError(f"cannot prepare the request for the model: {exc}"))
                 continue
-            groups.setdefault(_params_key(job.request.params), []).append((job, encoding))
+            p = job.request.params
+            key = (*_params_key(p), p.seed, job.request.request_id if p.seed is not None else None)
+            groups.setdefault(key, []).extend((job, encoding, i) for i in range(p.n))
         for members in groups.values():
             try:
                 self._generate_group(members)
             except Exception as exc:  # noqa: BLE001 - report to every row of the group, keep serving
                 logger.exception("generate failed for %d rows", len(members))
-                for job, _ in members:
+                for job in {id(job): job for job, _, _ in members}.values():
                     self._emit(job, EngineError(f"generation failed: {exc}"))
 
     def _encode(self, request: EngineRequest) -> dict[str, torch.Tensor]:
@@ -424,34 +488,45 @@ class TransformersEngine:
             )
         return encoding
 
-    def _generate_group(self, members: list[tuple[_Job, dict[str, torch.Tensor]]]) -> None:
+    def _generate_group(self, members: list[tuple[_Job, dict[str, torch.Tensor], int]]) -> None:
         params = members[0][0].request.params
         rows = [
-            _Row(job, enc["input_ids"].shape[1], min(job.request.params.max_tokens, self.max_model_len - enc["input_ids"].shape[1]))
-            for job, enc in members
+            _Row(job, enc["input_ids"].shape[1], min(job.request.params.max_tokens, self.max_model_len - enc["input_ids"].shape[1]), index)
+            for job, enc, index in members
         ]  # fmt: skip
         assert self.prompts is not None
         tokenizer = self.prompts.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        inputs = {k: v.to(self.model.device) for k, v in _collate([enc for _, enc in members], pad_id).items()}
+        inputs = {k: v.to(self.model.device) for k, v in _collate([enc for _, enc, _ in members], pad_id).items()}
         eos = self.model.generation_config.eos_token_id
         eos_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
-        router = _RowRouter(rows, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), eos_ids, self._emit)
+        processors = LogitsProcessorList()
+        if params.presence_penalty or params.frequency_penalty:
+            width = inputs["input_ids"].shape[1]
+            processors.append(_PenaltyProcessor(width, params.presence_penalty, params.frequency_penalty))
+        if params.logit_bias:
+            bias = torch.zeros(self.model.get_output_embeddings().weight.shape[0], device=self.model.device)
+            for token, value in params.logit_bias:
+                bias[token] = value
+            processors.append(_BiasProcessor(bias))
+        recorder = None
+        if any(job.request.params.logprobs for job, _, _ in members):
+            recorder = _LogprobRecorder()
+            processors.append(recorder)  # last: it records what the bias and penalties made of the logits
+        router = _RowRouter(rows, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), eos_ids, self._emit,
+                            recorder)
         greedy = params.temperature == 0
         gen_config = GenerationConfig(
             max_new_tokens=max(r.budget for r in rows), do_sample=not greedy,
             temperature=None if greedy else params.temperature, top_p=None if greedy else params.top_p,
             top_k=None if greedy else 0, eos_token_id=sorted(eos_ids), pad_token_id=pad_id,
         )  # fmt: skip
-        processors = LogitsProcessorList()
-        if params.presence_penalty or params.frequency_penalty:
-            width = inputs["input_ids"].shape[1]
-            processors.append(_PenaltyProcessor(width, params.presence_penalty, params.frequency_penalty))
-        # A forked RNG: a request's seed then reproduces its batch, and seeding it does not change
-        # the global RNG that later unseeded requests draw from.
+        # A forked RNG, seeded every time: with the request's seed a seeded request reproduces its
+        # batch; otherwise with a fresh one, so unseeded samples differ (the fork alone would restore
+        # the same state for every call). Either way the global RNG is left as it was.
+        seed = params.seed if params.seed is not None else secrets.randbits(63)
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
+            torch.manual_seed(seed)
             self.model.generate(
                 **inputs, generation_config=gen_config, streamer=router,
                 stopping_criteria=StoppingCriteriaList([router]), logits_processor=processors,

@@ -13,8 +13,17 @@ Contract (see ``service.engines.base``)
   ``config.max_model_len``. ``check_request`` counts a prompt that might not fit with the
   upstream's ``POST /tokenize`` (vLLM's); an upstream without it judges the prompt itself.
 * ``generate`` always streams from upstream (``stream_options.include_usage``) and passes each
-  content delta through. The final output carries the upstream ``finish_reason`` and its usage
-  counts; before that, ``completion_tokens`` counts content chunks (one per token on vLLM).
+  delta of every choice through: content, ``reasoning_content`` (or ``reasoning``), ``refusal``,
+  tool-call pieces and logprobs, by choice ``index``. Each choice's final output carries its
+  upstream ``finish_reason`` and the usage counts (the completion count split evenly over the
+  choices, since the upstream reports one sum); before that, ``completion_tokens`` counts a
+  choice's chunks (one per token on vLLM).
+* Parameters: the core sampling ones, plus every optional OpenAI parameter the request set
+  (``SamplingParams.upstream``: tools, tool_choice, parallel_tool_calls, response_format, n,
+  logprobs, top_logprobs, logit_bias, user, metadata, reasoning_effort, ...) as the client sent them.
+  Unknown fields (the SDK's ``extra_body``) are not forwarded: a vendor field such as vLLM's
+  ``chat_template`` would put text before the model that the guard never scored.
+* Messages: ``tool`` results and assistant ``tool_calls`` go up in OpenAI's shape.
 * Images are re-encoded as ``data:`` URLs, so the upstream never fetches anything.
 * Errors: cannot connect → ``EngineUnavailable`` (503); timeout → ``EngineTimeout`` (504);
   upstream 4xx → ``EngineBadRequest`` (400, upstream message kept); 5xx, a broken stream or an
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -35,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from service.engines.capabilities import OPENAI_UPSTREAM
 from service.engines.base import (
     EngineBadRequest,
     EngineConfig,
@@ -44,6 +55,8 @@ from service.engines.base import (
     EngineTimeout,
     EngineUnavailable,
     PromptTooLong,
+    TokenLogprob,
+    ToolCallDelta,
     fits_without_counting,
     text_token_bound,
 )
@@ -115,6 +128,14 @@ def to_openai_messages(request: EngineRequest) -> list[dict[str, Any]]:
     """Engine messages → OpenAI chat messages; images become base64 ``data:`` URLs."""
     messages = []
     for msg in request.messages:
+        if msg.role == "tool":
+            messages.append({"role": "tool", "tool_call_id": msg.tool_call_id, "content": msg.text})
+            continue
+        if msg.tool_calls:
+            calls = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                     for c in msg.tool_calls]
+            messages.append({"role": msg.role, "content": msg.text or None, "tool_calls": calls})
+            continue
         if all(isinstance(p, str) for p in msg.content):
             messages.append({"role": msg.role, "content": msg.text})
             continue
@@ -141,6 +162,7 @@ class OpenAIUpstreamEngine:
     """HTTP client engine for an OpenAI-compatible upstream; see the module docstring."""
 
     random_weights = False
+    capabilities = OPENAI_UPSTREAM
 
     def __init__(self, config: EngineConfig, transport: httpx.AsyncBaseTransport | None = None):
         if not config.upstream_url:
@@ -270,7 +292,8 @@ class OpenAIUpstreamEngine:
 
     def _body(self, request: EngineRequest, model: str) -> dict[str, Any]:
         p = request.params
-        body: dict[str, Any] = {
+        body: dict[str, Any] = dict(p.upstream)  # the optional parameters, as the client sent them
+        body |= {
             "model": model, "messages": to_openai_messages(request), "stream": True,
             "stream_options": {"include_usage": True}, "max_tokens": p.max_tokens,
             "temperature": p.temperature, "top_p": p.top_p,
@@ -297,7 +320,7 @@ class OpenAIUpstreamEngine:
                 if response.status_code >= 400:
                     raise error_for_status(response.status_code, (await response.aread()).decode("utf-8", "replace"))
                 self._streams[rid] = response
-                async for output in _outputs(iter_sse_data(response.aiter_lines())):
+                async for output in _outputs(iter_sse_data(response.aiter_lines()), request.params.n):
                     if rid in self._aborted:  # closing may not interrupt bytes already buffered
                         return
                     yield output
@@ -310,11 +333,12 @@ class OpenAIUpstreamEngine:
             self._aborted.discard(rid)
 
 
-async def _outputs(events: AsyncIterator[str]) -> AsyncIterator[EngineOutput]:
-    """Upstream chunk payloads → engine outputs; the finish is held until usage or ``[DONE]``."""
-    finish: str | None = None
+async def _outputs(events: AsyncIterator[str], n: int = 1) -> AsyncIterator[EngineOutput]:
+    """Upstream chunk payloads → engine outputs; each choice's finish is held until usage or ``[DONE]``."""
+    finish: dict[int, str] = {}
+    tails: dict[int, EngineOutput] = {}  # what arrived with a choice's finish_reason chunk
+    counts: dict[int, int] = {}
     prompt_tokens = completion_tokens = 0
-    tail = ""  # text that arrived with the finish_reason chunk
     async for data in events:
         if data.strip() == "[DONE]":
             break
@@ -322,21 +346,65 @@ async def _outputs(events: AsyncIterator[str]) -> AsyncIterator[EngineOutput]:
             chunk = json.loads(data)
         except ValueError as exc:
             raise EngineError(f"upstream sent a malformed stream event: {data[:100]!r}") from exc
+        if not isinstance(chunk, dict):
+            raise EngineError("upstream sent a stream event that is not a JSON object")
         if "error" in chunk:
             raise EngineError(f"upstream error mid-stream: {_error_message(data)}")
         if chunk.get("usage"):
             prompt_tokens = int(chunk["usage"].get("prompt_tokens") or 0)
             completion_tokens = int(chunk["usage"].get("completion_tokens") or 0)
         for choice in chunk.get("choices") or []:
-            text = (choice.get("delta") or {}).get("content") or ""
+            try:
+                index = int(choice.get("index") or 0)
+                out = _delta(choice, index)
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise EngineError(f"upstream sent a malformed choice: {type(exc).__name__}") from exc
+            if not 0 <= index < n:
+                raise EngineError(f"upstream sent choice {index} of a request for {n}")
             if choice.get("finish_reason"):
-                finish, tail = str(choice["finish_reason"]), tail + text
-            elif text:
-                completion_tokens += 1
-                yield EngineOutput(text, None, prompt_tokens, completion_tokens)
-    if finish is None:
+                finish[index] = str(choice["finish_reason"])
+                tails[index] = _merge(tails.get(index), out)
+            elif out is not None:
+                counts[index] = counts.get(index, 0) + 1
+                yield dataclasses.replace(out, prompt_tokens=prompt_tokens, completion_tokens=counts[index])
+    if len(finish) < n:
         raise EngineError("upstream stream ended without a finish_reason")
-    yield EngineOutput(tail, finish, prompt_tokens, completion_tokens)
+    for index in range(n):  # the usage is one sum over the choices: split it so that the parts add up
+        share = completion_tokens // n + (1 if index < completion_tokens % n else 0)
+        tail = tails.get(index) or EngineOutput("", index=index)
+        yield dataclasses.replace(tail, finish_reason=finish[index], prompt_tokens=prompt_tokens,
+                                  completion_tokens=share if completion_tokens else counts.get(index, 0))
+
+
+def _delta(choice: dict[str, Any], index: int) -> EngineOutput | None:
+    """One upstream choice delta as an engine output (None when it carries nothing)."""
+    delta = choice.get("delta") or {}
+    if not isinstance(delta, dict):
+        raise EngineError("upstream sent a choice delta that is not a JSON object")
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+    calls = tuple(
+        ToolCallDelta(int(c.get("index") or 0), c.get("id"), (c.get("function") or {}).get("name"),
+                      (c.get("function") or {}).get("arguments") or "")
+        for c in delta.get("tool_calls") or () if isinstance(c, dict)
+    )
+    logprobs = tuple(
+        TokenLogprob(str(e.get("token", "")), float(e.get("logprob") or 0.0),
+                     tuple((str(t.get("token", "")), float(t.get("logprob") or 0.0)) for t in e.get("top_logprobs") or ()))
+        for e in ((choice.get("logprobs") or {}).get("content") or ()) if isinstance(e, dict)
+    )
+    text, refusal = delta.get("content") or "", delta.get("refusal") or ""
+    if not (text or reasoning or refusal or calls or logprobs):
+        return None
+    return EngineOutput(str(text), index=index, reasoning=str(reasoning), refusal=str(refusal),
+                        tool_calls=calls, logprobs=logprobs)
+
+
+def _merge(first: EngineOutput | None, second: EngineOutput | None) -> EngineOutput | None:
+    if first is None or second is None:
+        return first or second
+    return dataclasses.replace(first, text=first.text + second.text, reasoning=first.reasoning + second.reasoning,
+                               refusal=first.refusal + second.refusal, tool_calls=first.tool_calls + second.tool_calls,
+                               logprobs=first.logprobs + second.logprobs)
 
 
 def _transport_error(exc: httpx.HTTPError | httpx.StreamError) -> EngineError:

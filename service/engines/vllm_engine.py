@@ -26,6 +26,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from service.engines.capabilities import VLLM
 from service.engines.base import (
     EngineBadRequest,
     EngineConfig,
@@ -80,6 +81,7 @@ class VLLMEngine:
     """In-process vLLM ``AsyncLLM``; see the module docstring."""
 
     random_weights = False
+    capabilities = VLLM  # none of the optional parameters yet: see service.engines.capabilities
 
     def __init__(self, config: EngineConfig, engine_kwargs: dict[str, Any] | None = None):
         """``engine_kwargs`` are extra ``AsyncEngineArgs`` fields (e.g. ``enforce_eager=True``)."""

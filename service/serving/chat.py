@@ -1,10 +1,22 @@
 """``ServingChat.create_chat_completion``: the guarded chat pipeline.
 
-validate → load images → ``engine.check_request`` (a prompt the engine's context cannot hold is
+validate → refuse any optional parameter the engine cannot honour (``service.engines.capabilities``:
+400 naming it) → load images → ``engine.check_request`` (a prompt the engine's context cannot hold is
 refused before the guard spends anything) → ``guard.check_input`` → ``engine.generate`` →
 ``guard.check_output`` → build. After each check it does what ``guard.outcome`` says (proceed,
 refuse, or raise); streamed text follows the ``StreamGuard``; ``service.serving.verdict_render``
 renders the verdicts.
+
+Every output surface is guarded, per choice (``n``): the content, the reasoning text
+(``reasoning_content``), the model's ``refusal`` and each tool call (its name and arguments). The
+prompt check scores ``scored_messages``: tool results, earlier tool calls and the tool definitions
+too. Without streaming, each choice is scored as one text of all its surfaces; a blocked choice is
+replaced by the refusal (``finish_reason: "content_filter"``, no tool calls, no logprobs). Streamed,
+each surface of each choice has its own ``StreamGuard`` (a tool call's name is scored with its
+arguments, and its first piece is held until both are scored); a block ends that choice with
+``content_filter``; once every choice has ended and one was blocked, the engine request is aborted.
+Logprobs are held back with the content they describe.
+
 Returns a ``ChatResult`` holding either a response body or an async iterator of SSE strings, plus
 the ``x-guard-*`` headers. Errors are raised (``APIError``/``EngineError``) before a stream
 starts; once streaming, an error becomes one error event. Every stream ends with
@@ -24,8 +36,10 @@ from dataclasses import dataclass, field
 import anyio
 from starlette.requests import Request
 
+from models.backends import GuardInput
 from service.engines.base import EngineClient, EngineError, EngineOutput, EngineRequest
-from service.errors import APIError, GatewayTimeout, NotFound, from_engine_error
+from service.engines.capabilities import unsupported
+from service.errors import APIError, GatewayTimeout, InvalidRequest, NotFound, from_engine_error
 from service.guard import Guard, GuardDecision, Outcome
 from service.images import RemoteImageFetcher
 from service.metrics import GuardMetrics
@@ -36,11 +50,13 @@ from service.protocol import (
     ChatCompletionResponse,
     ChatCompletionStreamChoice,
     ChatCompletionStreamResponse,
+    ChoiceLogprobs,
     DeltaMessage,
     SafetyVerdict,
     UsageInfo,
 )
-from service.serving.messages import to_engine_messages
+from service.serving.choices import StreamChoice, collect, usage_of, worst_decision
+from service.serving.messages import scored_messages, to_engine_messages
 from service.serving.sse import DONE, run_cancellable, sse, sse_error
 from service.serving.verdict_render import guard_headers, safety_field
 
@@ -57,13 +73,6 @@ class ChatResult:
 
 
 @dataclass
-class _Generation:
-    text: str = ""
-    finish_reason: str = "stop"
-    usage: UsageInfo = field(default_factory=UsageInfo)
-
-
-@dataclass
 class _Ctx:
     """Per-request state shared by the stream helpers."""
 
@@ -73,14 +82,21 @@ class _Ctx:
     report: bool = False  # show the verdict (Outcome.report, the same for every check)
     created: int = field(default_factory=lambda: int(time.time()))
 
+    @property
+    def n(self) -> int:
+        return self.req.n or 1
+
     def chunk(
         self,
         delta: DeltaMessage | None = None,
         finish: str | None = None,
         usage: UsageInfo | None = None,
         safety: SafetyVerdict | None = None,
+        index: int = 0,
+        logprobs: ChoiceLogprobs | None = None,
     ) -> str:
-        choices = [] if delta is None else [ChatCompletionStreamChoice(delta=delta, finish_reason=finish)]
+        choices = [] if delta is None else [
+            ChatCompletionStreamChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)]
         return sse(
             ChatCompletionStreamResponse(
                 id=self.request_id, created=self.created, model=self.model,
@@ -114,6 +130,13 @@ class ServingChat:
         may learn its model's name only after start-up)."""
         return self._model_name or self.engine.model_name
 
+    def check_capabilities(self, requested: set[str]) -> None:
+        """400 naming the first requested optional parameter the engine cannot honour."""
+        name = unsupported(requested, getattr(self.engine, "capabilities", frozenset()))
+        if name is not None:
+            raise InvalidRequest(f"{name}: not supported by this server's engine (see docs/api.md)",
+                                 param=name, code="unsupported_parameter")
+
     async def create_chat_completion(
         self, req: ChatCompletionRequest, raw: Request | None = None
     ) -> ChatResult:
@@ -123,6 +146,7 @@ class ServingChat:
         ctx = _Ctx(req, f"chatcmpl-{uuid.uuid4().hex}", self.model_name)
         if raw is not None:
             raw.state.request_id = ctx.request_id  # for the failure log in service.errors
+        self.check_capabilities(req.requested_params())
         # The client is watched from the start: one that leaves during image loading or a guard
         # check stops that work too (its batcher items leave the queue), not only generation.
         # Nothing to undo here: cancelling ``_create`` aborts a generation under way (below).
@@ -131,9 +155,9 @@ class ServingChat:
     async def _create(self, ctx: _Ctx, raw: Request | None) -> ChatResult:
         req = ctx.req
         messages = await to_engine_messages(req.messages, self.fetcher)
-        engine_req = EngineRequest(ctx.request_id, messages, req.to_engine_params())
+        engine_req = EngineRequest(ctx.request_id, messages, req.to_engine_params(upstream=True))
         await self.engine.check_request(engine_req)  # before the guard: see the module docstring
-        prompt = self.guard.prompt_input(messages)
+        prompt = self.guard.prompt_input(scored_messages(messages, req))
         decision = await self.guard.check_input(ctx.request_id, prompt)
         outcome = self.guard.outcome(decision)
         ctx.report = outcome.report
@@ -141,24 +165,25 @@ class ServingChat:
         if outcome.kind != "proceed":
             return self._blocked_prompt(ctx, decision, outcome, headers)
         if req.stream:
-            return ChatResult(stream=self._stream(ctx, engine_req, decision), headers=headers)
+            return ChatResult(stream=self._stream(ctx, engine_req, prompt, decision), headers=headers)
         gen = await run_cancellable(  # the client is watched by create_chat_completion
-            self._collect(engine_req), None, self.request_timeout_s,
+            collect(self._outputs(engine_req), ctx.n), None, self.request_timeout_s,
             lambda: self.engine.abort(ctx.request_id),
         )
-        out = await self.guard.check_output(ctx.request_id, prompt, decision, gen.text)
-        outcome = self.guard.outcome(out)
-        headers = guard_headers(decision, out, report=ctx.report) | {"x-request-id": ctx.request_id}
-        if outcome.error is not None:
-            raise outcome.error
-        text, finish = gen.text, gen.finish_reason
-        if outcome.refusal is not None:
-            text, finish = outcome.refusal, "content_filter"
+        choices = [gen.choices[i] for i in sorted(gen.choices)]
+        outs = await asyncio.gather(*(
+            self.guard.check_output(ctx.request_id, prompt, decision, c.scored_text()) for c in choices))
+        worst = worst_decision(outs)
+        headers = guard_headers(decision, worst, report=ctx.report) | {"x-request-id": ctx.request_id}
+        built = []
+        for choice, out in zip(choices, outs, strict=True):
+            outcome = self.guard.outcome(out)
+            if outcome.error is not None:
+                raise outcome.error
+            built.append(choice.build(outcome.refusal))
         body = ChatCompletionResponse(
-            id=ctx.request_id, created=ctx.created, model=self.model_name,
-            choices=[ChatCompletionChoice(message=AssistantMessage(content=text),
-                                          finish_reason=finish)],
-            usage=gen.usage, safety=safety_field(decision, out, report=ctx.report),
+            id=ctx.request_id, created=ctx.created, model=self.model_name, choices=built,
+            usage=gen.usage(), safety=safety_field(decision, worst, report=ctx.report),
         )
         return ChatResult(body=body, headers=headers)
 
@@ -166,7 +191,7 @@ class ServingChat:
         self, ctx: _Ctx, decision: GuardDecision, outcome: Outcome, headers: dict[str, str]
     ) -> ChatResult:
         """A prompt the guard refused or rejected: the error is raised, or the refusal is the
-        answer; nothing is generated."""
+        answer (for every choice); nothing is generated."""
         if outcome.error is not None:
             raise outcome.error
         assert outcome.refusal is not None  # Outcome: kind "refuse"
@@ -176,8 +201,8 @@ class ServingChat:
                               headers=headers)
         body = ChatCompletionResponse(
             id=ctx.request_id, created=ctx.created, model=self.model_name,
-            choices=[ChatCompletionChoice(message=AssistantMessage(content=outcome.refusal),
-                                          finish_reason="content_filter")],
+            choices=[ChatCompletionChoice(index=i, message=AssistantMessage(content=outcome.refusal),
+                                          finish_reason="content_filter") for i in range(ctx.n)],
             usage=UsageInfo(), safety=safety,
         )
         return ChatResult(body=body, headers=headers)
@@ -185,46 +210,41 @@ class ServingChat:
     async def _refusal_stream(
         self, ctx: _Ctx, refusal: str, safety: SafetyVerdict | None
     ) -> AsyncIterator[str]:
-        yield ctx.chunk(DeltaMessage(role="assistant", content=""))
-        yield ctx.chunk(DeltaMessage(content=refusal))
-        yield ctx.chunk(DeltaMessage(), finish="content_filter", safety=safety)
+        for i in range(ctx.n):
+            yield ctx.chunk(DeltaMessage(role="assistant", content=""), index=i)
+            yield ctx.chunk(DeltaMessage(content=refusal), index=i)
+            yield ctx.chunk(DeltaMessage(), index=i, finish="content_filter", safety=safety)
         if ctx.req.include_usage:
             yield ctx.chunk(usage=UsageInfo())
         yield DONE
 
     async def _outputs(self, engine_req: EngineRequest) -> AsyncIterator[EngineOutput]:
         """Engine outputs with time-to-first-token and token metrics."""
-        start, first, last = time.perf_counter(), True, None
+        start, first = time.perf_counter(), True
+        last: dict[int, EngineOutput] = {}
         async for out in self.engine.generate(engine_req):
             if first:
                 self.metrics.ttft.observe(time.perf_counter() - start)
                 first = False
-            last = out
+            last[out.index] = out
             yield out
-        if last is not None:
-            self.metrics.tokens.labels("prompt").inc(last.prompt_tokens)
-            self.metrics.tokens.labels("completion").inc(last.completion_tokens)
-
-    async def _collect(self, engine_req: EngineRequest) -> _Generation:
-        gen = _Generation()
-        async for out in self._outputs(engine_req):
-            gen.text += out.text
-            gen.finish_reason = out.finish_reason or gen.finish_reason
-            gen.usage = _usage(out)
-        return gen
+        if last:
+            self.metrics.tokens.labels("prompt").inc(max(o.prompt_tokens for o in last.values()))
+            self.metrics.tokens.labels("completion").inc(sum(o.completion_tokens for o in last.values()))
 
     async def _stream(
-        self, ctx: _Ctx, engine_req: EngineRequest, decision: GuardDecision
+        self, ctx: _Ctx, engine_req: EngineRequest, prompt: GuardInput, decision: GuardDecision
     ) -> AsyncIterator[str]:
         """SSE events. A producer task runs engine + guard and feeds a queue, so the timeout
         wraps only the wait for the next event (never a ``yield``) and a closed stream (client
         gone) just cancels the producer."""
         queue: asyncio.Queue[str | APIError | None] = asyncio.Queue()
-        producer = asyncio.create_task(self._produce(ctx, engine_req, decision, queue))
+        producer = asyncio.create_task(self._produce(ctx, engine_req, prompt, decision, queue))
         deadline = asyncio.get_running_loop().time() + self.request_timeout_s
         finished = failed = False
         try:
-            yield ctx.chunk(DeltaMessage(role="assistant", content=""))
+            for i in range(ctx.n):
+                yield ctx.chunk(DeltaMessage(role="assistant", content=""), index=i)
             while (event := await _next_event(queue, deadline)) is not None:
                 if isinstance(event, APIError):
                     raise event
@@ -251,11 +271,12 @@ class ServingChat:
         self,
         ctx: _Ctx,
         engine_req: EngineRequest,
+        prompt: GuardInput,
         decision: GuardDecision,
         queue: asyncio.Queue[str | APIError | None],
     ) -> None:
         try:
-            async for event in self._guarded_events(ctx, engine_req, decision):
+            async for event in self._guarded_events(ctx, engine_req, prompt, decision):
                 queue.put_nowait(event)
             queue.put_nowait(None)
         except (APIError, EngineError) as exc:
@@ -265,42 +286,46 @@ class ServingChat:
             queue.put_nowait(APIError("internal server error"))
 
     async def _guarded_events(
-        self, ctx: _Ctx, engine_req: EngineRequest, decision: GuardDecision
+        self, ctx: _Ctx, engine_req: EngineRequest, prompt: GuardInput, decision: GuardDecision
     ) -> AsyncIterator[str]:
-        """Content chunks released by the stream guard, then the final chunk(s)."""
-        prompt = self.guard.prompt_input(engine_req.messages)
-        holdback = self.guard.stream(ctx.request_id, prompt, decision)
-        usage, finish = UsageInfo(), "stop"
+        """Chunks released by the stream guards of every choice, then each choice's final chunk."""
+        choices = {i: StreamChoice(i, lambda: self.guard.stream(ctx.request_id, prompt, decision))
+                   for i in range(ctx.n)}
+        blocked = False
         async for out in self._outputs(engine_req):
-            usage, finish = _usage(out), out.finish_reason or finish
-            step = await holdback.push(out.text)
-            if step.blocked:
+            choice = choices.get(out.index)
+            if choice is None or choice.ended:
+                continue  # a blocked choice's later deltas are dropped
+            for delta, logprobs in await choice.push(out):
+                yield ctx.chunk(delta, index=choice.index, logprobs=logprobs)
+            if choice.blocked or out.finish_reason is not None:
+                async for event in self._end_choice(ctx, choice, decision, out.finish_reason):
+                    yield event
+                blocked = blocked or choice.blocked
+            if all(c.ended for c in choices.values()):
                 break
-            if step.release:
-                yield ctx.chunk(DeltaMessage(content=step.release))
-        else:
-            step = await holdback.finish()
-            if step.release:
-                yield ctx.chunk(DeltaMessage(content=step.release))
-        if step.blocked:
+        if blocked:  # every choice ended, one of them on a block: stop whatever the engine still does
             await self.engine.abort(ctx.request_id)
-            finish = "content_filter"
-        yield ctx.chunk(DeltaMessage(), finish=finish,
-                        safety=safety_field(decision, holdback.last, report=ctx.report))
+        for choice in choices.values():  # the engine stopped without finishing these
+            if not choice.ended:
+                async for event in self._end_choice(ctx, choice, decision, "stop"):
+                    yield event
         if ctx.req.include_usage:
-            yield ctx.chunk(usage=usage)
+            yield ctx.chunk(usage=usage_of(c.last for c in choices.values()))
+
+    async def _end_choice(self, ctx: _Ctx, choice: StreamChoice, decision: GuardDecision,
+                          finish: str | None) -> AsyncIterator[str]:
+        if not choice.blocked:
+            for delta, logprobs in await choice.finish():
+                yield ctx.chunk(delta, index=choice.index, logprobs=logprobs)
+        choice.ended = True
+        reason = "content_filter" if choice.blocked else finish or "stop"
+        yield ctx.chunk(DeltaMessage(), index=choice.index, finish=reason,
+                        safety=safety_field(decision, choice.worst(), report=ctx.report))
 
 
 async def _nothing() -> None:
     return None
-
-
-def _usage(out: EngineOutput) -> UsageInfo:
-    return UsageInfo(
-        prompt_tokens=out.prompt_tokens,
-        completion_tokens=out.completion_tokens,
-        total_tokens=out.prompt_tokens + out.completion_tokens,
-    )
 
 
 def _as_api_error(exc: Exception) -> APIError:

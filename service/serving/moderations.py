@@ -12,8 +12,11 @@ Result semantics:
   threshold) maps to ``name``.
 * ``flagged``: the classifier's own decision (``Verdict.flagged``) or any category true, so a
   harmful input whose nodes have no OpenAI counterpart (e.g. privacy) is still flagged.
-* ``category_applied_input_types``: the input types this result was scored on, for every
-  category (the classifier reads text and images, including the text inside images, for all).
+* ``category_applied_input_types``: the input types this result was scored on, per category as
+  OpenAI applies them: text for every category, images only for ``IMAGE_CATEGORIES`` (violence,
+  self-harm and sexual, not sexual/minors); OpenAI's own types (``openai.types.Moderation``) allow
+  nothing else. Our classifier does read images for every category, so the other categories' scores
+  still count what an image shows; the field says what OpenAI's contract says.
 * ``spa_vl``: the classifier's verdict (probability, flag, fired nodes).
 
 The guard here always annotates and fails closed (``GuardPolicy.for_moderation``): a moderation
@@ -44,6 +47,12 @@ from service.serving.verdict_render import moderation_headers, task_verdict
 from service.settings import MAX_CHARS, MAX_IMAGES_PER_REQUEST, MAX_MODERATION_INPUTS
 
 PROJECTION_TARGET = "openai"
+# OpenAI's omni-moderation applies images to these categories only (its API reference and the
+# openai package's ``CategoryAppliedInputTypes``, where the others are ``List[Literal["text"]]``).
+# NOTE(issue 14): a fact about OpenAI's API, not about our taxonomy, so it lives here.
+IMAGE_CATEGORIES = frozenset({
+    "sexual", "self-harm", "self-harm/intent", "self-harm/instructions", "violence", "violence/graphic",
+})
 MODERATION_MODEL_NAME = "spa-guard-moderation"  # what responses report as ``model``
 # Model names OpenAI clients send; all are answered by our classifier (a drop-in replacement).
 OPENAI_MODEL_ALIASES = frozenset({
@@ -127,16 +136,17 @@ class ServingModerations:
         # Every fired node counts as 1.0, so a category is true iff some fired node maps to it.
         fired = project_scores(dict.fromkeys(verdict.categories, 1.0), PROJECTION_TARGET)
         categories = {name: fired[name] == 1.0 for name in self.names}
-        types: list[InputType] = []
-        if item.text.strip():
-            types.append("text")
-        if item.images:
-            types.append("image")
+        has_text, has_image = bool(item.text.strip()), bool(item.images)
+
+        def applied(name: str) -> list[InputType]:
+            types: list[InputType] = ["text"] if has_text else []
+            return types + ["image"] if has_image and name in IMAGE_CATEGORIES else types
+
         return ModerationResult(
             flagged=verdict.flagged or any(categories.values()),
             categories=categories,
             category_scores={name: scores[name] for name in self.names},
-            category_applied_input_types={name: list(types) for name in self.names},
+            category_applied_input_types={name: applied(name) for name in self.names},
             spa_vl=task_verdict(verdict),
         )
 

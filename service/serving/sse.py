@@ -22,13 +22,18 @@ DONE = "data: [DONE]\n\n"
 
 def sse(chunk: ChatCompletionStreamResponse) -> str:
     """One SSE event for a chunk, shaped like OpenAI's: ``finish_reason``/``logprobs`` are explicit
-    nulls, the delta lists only what it carries, ``usage``/``safety`` appear only when set."""
+    nulls, the delta (and each tool-call piece in it) lists only what it carries, ``usage``/``safety``
+    appear only when set."""
     data = chunk.model_dump(mode="json")
     for key in ("usage", "safety"):
         if data.get(key) is None:
             data.pop(key, None)
     for choice in data["choices"]:
         choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+        for call in choice["delta"].get("tool_calls") or ():  # a call's later pieces carry arguments only
+            for key in [k for k, v in call.items() if v is None]:
+                del call[key]
+            call["function"] = {k: v for k, v in (call.get("function") or {}).items() if v is not None}
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 

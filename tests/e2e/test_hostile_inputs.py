@@ -91,7 +91,16 @@ CASES: dict[str, tuple[Any, int]] = {
     "messages as an object": ({"messages": {"role": "user", "content": "hi"}}, 400),
     "content as a number": (_chat(42), 400),
     "content as an object": (_chat({"type": "text", "text": "hi"}), 400),
-    "unknown role": ({"messages": [{"role": "tool", "content": "hi"}]}, 400),
+    "unknown role": ({"messages": [{"role": "robot", "content": "hi"}]}, 400),
+    "tool message without tool_call_id": ({"messages": [{"role": "tool", "content": "hi"}]}, 400),
+    "tool_call_id on a user message": ({"messages": [{"role": "user", "content": "hi", "tool_call_id": "c"}]}, 400),
+    "tool_calls on a user message": ({"messages": [{"role": "user", "content": "hi", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}, 400),
+    "a tool conversation (the scripted engine takes tools)": ({"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"}]}, 200),
     "part without a type": (_chat([{"text": "hi"}]), 400),
     "unknown part type": (_chat([{"type": "input_audio", "input_audio": {"data": "AAAA"}}]), 400),
     "nested parts": (_chat([[{"type": "text", "text": "hi"}]]), 400),
@@ -159,16 +168,21 @@ PARAMS: dict[str, tuple[dict[str, Any], int]] = {
     "top_p = 1": ({"top_p": 1}, 200), "top_p = 0": ({"top_p": 0}, 400), "top_p > 1": ({"top_p": 1.01}, 400),
     "presence_penalty = -2": ({"presence_penalty": -2}, 200), "presence_penalty > 2": ({"presence_penalty": 2.1}, 400),
     "frequency_penalty = 2": ({"frequency_penalty": 2}, 200), "frequency_penalty < -2": ({"frequency_penalty": -2.1}, 400),
-    "n = 1": ({"n": 1}, 200), "n = 2": ({"n": 2}, 400),
+    "n = 1": ({"n": 1}, 200), "n = 8": ({"n": 8}, 200), "n = 9": ({"n": 9}, 400), "n = 0": ({"n": 0}, 400),
     "4 stop sequences": ({"stop": ["a", "b", "c", "d"]}, 200), "5 stop sequences": ({"stop": list("abcde")}, 400),
     "seed = int64 max": ({"seed": 2**63 - 1}, 200), "seed = int64 min": ({"seed": -(2**63)}, 200),
     "seed past int64": ({"seed": 2**63}, 400), "seed = 10^30": ({"seed": 10**30}, 400),
     "stream_options with stream": ({"stream": True, "stream_options": {"include_usage": True}}, 200),
     "stream_options without stream": ({"stream_options": {"include_usage": True}}, 400),
     "user = 256 chars": ({"user": "u" * 256}, 200), "user = 257 chars": ({"user": "u" * 257}, 400),
-    "tools": ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400),
-    "response_format json_object": ({"response_format": {"type": "json_object"}}, 400),
-    "logprobs": ({"logprobs": True}, 400), "logit_bias": ({"logit_bias": {"1": 5}}, 400),
+    # The scripted engine honours n and tools; it refuses the rest (service.engines.capabilities.FAKE).
+    "tools": ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 200),
+    "tool_choice required without tools": ({"tool_choice": "required"}, 400),
+    "tool with a bad name": ({"tools": [{"type": "function", "function": {"name": "no spaces"}}]}, 400),
+    "response_format json_object (refused by this engine)": ({"response_format": {"type": "json_object"}}, 400),
+    "logprobs (refused by this engine)": ({"logprobs": True}, 400),
+    "logit_bias (refused by this engine)": ({"logit_bias": {"1": 5}}, 400),
+    "top_logprobs past 20": ({"logprobs": True, "top_logprobs": 21}, 400),
     "max_tokens as a string": ({"max_tokens": "5"}, 400), "stream as a string": ({"stream": "true"}, 400),
 }
 

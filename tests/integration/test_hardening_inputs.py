@@ -145,26 +145,64 @@ async def test_moderation_body_is_capped_too() -> None:
         envelope(await c.post("/v1/moderations", json={"input": "x" * (MAX_NON_IMAGE_CHARS + 1)}), 413)
 
 
+# Refused by the fake engine (service.engines.capabilities.FAKE: n and tools only), each with a 400
+# naming it; the same parameters are honoured by the openai engine (tests/integration/test_openai_*.py).
 UNSUPPORTED = {
-    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-    "tool_choice": "required", "response_format": {"type": "json_object"}, "logprobs": True,
-    "top_logprobs": 3, "logit_bias": {"50256": -100}, "modalities": ["text", "audio"],
-    "audio": {"voice": "alloy", "format": "wav"}, "prediction": {"type": "content", "content": "x"},
+    "response_format": {"type": "json_object"}, "logprobs": True, "logit_bias": {"50256": -100},
+    "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"},
+    "prediction": {"type": "content", "content": "x"}, "store": True, "reasoning_effort": "low",
+    "metadata": {"k": "v"}, "service_tier": "flex", "web_search_options": {},
 }
 
 
-@pytest.mark.reliability("hostile input", "an OpenAI parameter the server cannot honour", "400, not ignored")
+@pytest.mark.reliability("hostile input", "an OpenAI parameter the engine cannot honour", "400 naming it, not ignored")
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
 async def test_unhonourable_parameters_are_refused(name: str) -> None:
-    async with serve() as c:
+    engine = FakeEngineClient.from_script(SCRIPT)
+    async with serve(engine=engine) as c:
         err = envelope(await c.post("/v1/chat/completions", json=chat("hi", **{name: UNSUPPORTED[name]})), 400)
-        assert name in err["message"]
+        assert err["param"] == name and err["code"] == "unsupported_parameter" and name in err["message"]
+    assert engine.requests == []
+
+
+HONOURED_BY_FAKE = {
+    "n": 2, "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    "parallel_tool_calls": False,
+}
+
+
+@pytest.mark.reliability("hostile input", "n / tools on an engine without them", "400 naming it")
+@pytest.mark.parametrize("name", sorted(HONOURED_BY_FAKE))
+async def test_parameters_an_engine_lacks_are_refused_for_that_engine(name: str) -> None:
+    bare = FakeEngineClient.from_script(SCRIPT)
+    bare.capabilities = frozenset()  # an engine that honours none of the optional parameters
+    async with serve(engine=bare) as c:
+        err = envelope(await c.post("/v1/chat/completions", json=chat("hi", **{name: HONOURED_BY_FAKE[name]})), 400)
+        assert err["param"] == name
+    async with serve() as c:  # the scripted engine honours them
+        assert (await c.post("/v1/chat/completions", json=chat("hi", **{name: HONOURED_BY_FAKE[name]}))).status_code == 200
+
+
+@pytest.mark.reliability("hostile input", "a tool conversation on an engine without tools", "400 param tools")
+async def test_tool_messages_need_an_engine_with_tools() -> None:
+    bare = FakeEngineClient.from_script(SCRIPT)
+    bare.capabilities = frozenset()
+    messages = [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "42"}]
+    async with serve(engine=bare) as c:
+        err = envelope(await c.post("/v1/chat/completions", json={"messages": messages}), 400)
+        assert err["param"] == "tools"
 
 
 @pytest.mark.reliability("hostile input", "the 'not used' value of such a parameter", "200")
 async def test_neutral_values_of_unsupported_parameters_pass() -> None:
-    async with serve() as c:
-        body = chat("hi", tools=[], tool_choice="none", logprobs=False, response_format={"type": "text"})
+    bare = FakeEngineClient.from_script(SCRIPT)
+    bare.capabilities = frozenset()
+    async with serve(engine=bare) as c:
+        body = chat("hi", tools=[], tool_choice="none", logprobs=False, response_format={"type": "text"}, n=1,
+                    top_logprobs=0, logit_bias={}, store=False, service_tier="auto", modalities=["text"])
         assert (await c.post("/v1/chat/completions", json=body)).status_code == 200
 
 
@@ -172,7 +210,14 @@ WRONG_TYPES = {
     "max_tokens as string": {"max_tokens": "5"}, "max_tokens as float": {"max_tokens": 5.5},
     "max_tokens as bool": {"max_tokens": True}, "stream as int": {"stream": 1},
     "temperature as string": {"temperature": "0.5"}, "temperature NaN": {"temperature": float("nan")},
-    "top_p Infinity": {"top_p": float("inf")}, "n = 2": {"n": 2}, "max_tokens 0": {"max_tokens": 0},
+    "top_p Infinity": {"top_p": float("inf")}, "n = 9": {"n": 9}, "n = 0": {"n": 0},
+    "max_tokens 0": {"max_tokens": 0}, "top_logprobs without logprobs": {"top_logprobs": 3},
+    "top_logprobs 21": {"logprobs": True, "top_logprobs": 21}, "logit_bias key not a token id": {"logit_bias": {"a": 1}},
+    "logit_bias 101": {"logit_bias": {"5": 101}}, "tool_choice required without tools": {"tool_choice": "required"},
+    "tool named badly": {"tools": [{"type": "function", "function": {"name": "a b"}}]},
+    "tool_choice naming no tool": {"tools": [{"type": "function", "function": {"name": "f"}}],
+                                   "tool_choice": {"type": "function", "function": {"name": "g"}}},
+    "reasoning_effort unknown": {"reasoning_effort": "extreme"},
     "max_tokens past the cap": {"max_tokens": 10**6}, "temperature 2.5": {"temperature": 2.5},
     "presence_penalty -3": {"presence_penalty": -3}, "stop as int": {"stop": 7},
     "5 stop sequences": {"stop": ["a", "b", "c", "d", "e"]}, "stream_options without stream":

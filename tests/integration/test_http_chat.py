@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.app import build_app
 from service.engines.fake import FakeEngineClient
 from service.guard import REFUSAL_MESSAGE
+from service.protocol import MAX_CHOICES
 from service.settings import MAX_BODY_BYTES, MAX_IMAGES_PER_REQUEST, ServeSettings
 from tests.fakes import FakeBackend, png_data_url
 
@@ -156,13 +157,15 @@ async def test_stream_cut_mid_response() -> None:
     ("body", "param"),
     [
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0"),  # no tool_call_id
         ({"messages": [{"role": "user"}]}, "messages.0"),
         ({"messages": [{"role": "user", "content": [{"type": "audio", "x": 1}]}]}, None),
         (_chat("hi", max_tokens=0), "max_tokens"),
         (_chat("hi", max_tokens=10**6), "max_tokens"),
         (_chat("hi", temperature=5), "temperature"),
-        (_chat("hi", n=2), "n"),
+        (_chat("hi", n=MAX_CHOICES + 1), "n"),
+        (_chat("hi", logprobs=True), "logprobs"),  # the fake engine has no logprobs: refused, named
         (_chat("hi", stream_options={"include_usage": True}), None),
         (_chat("x" * 70_000), None),
         ({"messages": [{"role": "user", "content": "hi"}] * 65}, "messages"),

@@ -34,7 +34,7 @@ def test_content_string_and_parts_and_unknown_fields() -> None:
     )
     parts = req.messages[0].content
     assert isinstance(parts[0], TextPart) and isinstance(parts[1], ImagePartParam)
-    assert req.model_extra == {"metadata": {"trace": "t1"}, "vendor_thing": True}
+    assert req.model_extra == {"vendor_thing": True} and req.metadata == {"trace": "t1"}  # metadata: typed (issue 14)
 
 
 def test_to_engine_params_defaults_and_mapping() -> None:
@@ -58,7 +58,7 @@ def test_to_engine_params_defaults_and_mapping() -> None:
             {"type": "image_url", "image_url": {"url": "data:,"}}]}, {"role": "user", "content": "q"}]},
         {"messages": [{"role": "user", "content": []}]},
         {"messages": [{"role": "system"}]},
-        {"n": 3},
+        {"n": 9},  # past MAX_CHOICES
         {"top_p": 0},
     ],
 )
