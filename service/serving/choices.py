@@ -112,7 +112,7 @@ class ChoiceText:
         calls = [ToolCallOut(id=c.id or tool_call_id(), function=FunctionCall(name=c.name, arguments=c.arguments))
                  for _, c in sorted(self.tools.items())]
         message = AssistantMessage(
-            content=self.text if self.text or not calls else None, refusal=self.refusal or None,
+            content=self.text if self.text or not (calls or self.refusal) else None, refusal=self.refusal or None,
             tool_calls=calls or None, reasoning_content=self.reasoning or None,
         )
         return ChatCompletionChoice(index=self.index, message=message, finish_reason=self.finish_reason,
