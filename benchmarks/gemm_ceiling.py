@@ -15,7 +15,7 @@ Contract
   has no formula, so it used to be silently left out).
 * ``merged_for_onnx(model)``: the model the ONNX graphs run (LoRA adapters merged on export, so no adapter
   matmuls); the torch backend runs the unmerged one. Counting the unmerged model for ORT over-counted
-  FLOPs by ~4 % on the shipped LoRA default and so under-stated ORT's limit.
+  FLOPs by ~6 % on the shipped LoRA default and so under-stated ORT's limit.
 * ``GemmProbe(threads, hidden, intermediate).measure(budget_s) -> GemmPeak``: the best FLOP/s seen, over
   torch's ``mm``, ORT's fp32 ``MatMul`` and ORT's ``MatMulInteger`` (uint8 x int8, what the dynamically
   quantized graph runs), with ORT spinning on and off, on the encoder's own GEMM shapes at 1024 token rows
