@@ -368,7 +368,10 @@ class ChatCompletionRequest(_Request):
     def upstream_params(self) -> dict[str, Any]:
         """The requested optional parameters (and ``user``) as JSON, for an engine that passes them on."""
         values = self._optional_values()
-        out = {name: values[name] for name in self.requested_params() if name in values}
+        asked = self.requested_params()
+        if "tools" in asked:  # with tools, "none" and "auto" are choices, not defaults: say which
+            asked |= {"tool_choice", "parallel_tool_calls"}
+        out = {name: values[name] for name in asked if name in values}
         if self.user is not None:
             out["user"] = self.user
         return out

@@ -180,7 +180,7 @@ class ServingChat:
             outcome = self.guard.outcome(out)
             if outcome.error is not None:
                 raise outcome.error
-            built.append(choice.build(outcome.refusal))
+            built.append(choice.build(outcome.refusal, logprobs=bool(req.logprobs)))
         body = ChatCompletionResponse(
             id=ctx.request_id, created=ctx.created, model=self.model_name, choices=built,
             usage=gen.usage(), safety=safety_field(decision, worst, report=ctx.report),

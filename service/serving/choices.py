@@ -40,9 +40,10 @@ def tool_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def logprobs_out(entries: Sequence[TokenLogprob]) -> ChoiceLogprobs | None:
-    """Engine logprobs on the wire (``bytes``: the token's UTF-8 bytes), or None when there are none."""
-    if not entries:
+def logprobs_out(entries: Sequence[TokenLogprob], empty: bool = False) -> ChoiceLogprobs | None:
+    """Engine logprobs on the wire (``bytes``: the token's UTF-8 bytes); None when there are none,
+    unless ``empty`` (logprobs were asked for: a choice of no tokens has an empty list)."""
+    if not entries and not empty:
         return None
     return ChoiceLogprobs(content=[
         TokenLogprobOut(token=e.token, logprob=e.logprob, bytes=list(e.token.encode("utf-8")),
@@ -104,8 +105,9 @@ class ChoiceText:
         calls = [f"{c.name}({c.arguments}" for _, c in sorted(self.tools.items())]
         return "\n".join(t for t in (self.reasoning, self.text, self.refusal, *calls) if t)
 
-    def build(self, refusal: str | None) -> ChatCompletionChoice:
-        """The choice on the wire; with ``refusal`` (the guard blocked it) that text replaces all of it."""
+    def build(self, refusal: str | None, logprobs: bool = False) -> ChatCompletionChoice:
+        """The choice on the wire; with ``refusal`` (the guard blocked it) that text replaces all of it.
+        ``logprobs``: they were asked for (the choice reports a list, empty or not)."""
         if refusal is not None:
             return ChatCompletionChoice(index=self.index, message=AssistantMessage(content=refusal),
                                         finish_reason="content_filter")
@@ -116,7 +118,7 @@ class ChoiceText:
             tool_calls=calls or None, reasoning_content=self.reasoning or None,
         )
         return ChatCompletionChoice(index=self.index, message=message, finish_reason=self.finish_reason,
-                                    logprobs=logprobs_out(self.logprobs))
+                                    logprobs=logprobs_out(self.logprobs, empty=logprobs))
 
 
 @dataclass

@@ -281,3 +281,9 @@ async def test_out_of_range_values_are_still_400_in_front_of_the_upstream(upstre
             with pytest.raises(openai.BadRequestError) as info:
                 await client.chat.completions.create(model="up-model", messages=_user("hi"), **kwargs)
             assert info.value.status_code == 400 and info.value.body["param"] == param
+
+
+async def test_tool_choice_none_with_tools_is_forwarded_not_dropped_as_a_default(upstream) -> None:
+    async with guarded(upstream) as (client, _):
+        await client.chat.completions.create(model="up-model", messages=_user("hello"), tools=TOOLS, tool_choice="none")
+    assert upstream.bodies[-1]["tool_choice"] == "none"  # the upstream's default with tools is "auto"
