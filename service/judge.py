@@ -9,7 +9,8 @@ Contract
   error, timeout, an answer it cannot parse, no free slot within the timeout). At most ``max_concurrency``
   calls run at once; waiting for a slot counts against the same ``timeout_s``.
 * ``parse_judge_output(text)`` reads Llama Guard's ``safe`` / ``unsafe\\nS1,S10``, Qwen3Guard's
-  ``Safety: Unsafe\\nCategories: Violent``, and a bare leading ``safe`` / ``unsafe``. MLCommons hazard codes
+  ``Safety: Unsafe\\nCategories: Violent``, and a bare leading ``safe`` / ``unsafe`` (a first line naming both,
+  "safe or unsafe", is a parse error). MLCommons hazard codes
   (S1-S14) map onto SPA-VL taxonomy nodes through the taxonomy's projection (``models.backends``).
 * ``in_band(p)``: whether a calibrated student probability is uncertain enough to escalate
   (``band_low <= p <= band_high``).
@@ -36,7 +37,7 @@ _HAZARD_CODE = re.compile(r"\bS(1[0-4]|[1-9])\b")
 
 
 class JudgeError(Exception):
-    """The judge gave no usable answer; ``kind`` is the metric label (timeout, http, parse, busy)."""
+    """The judge gave no usable answer; ``kind`` is the metric label (timeout — waiting for a slot included —, http, parse)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -81,6 +82,11 @@ def parse_judge_output(text: str, controversial_is_unsafe: bool = True) -> Judge
     first = stripped.split(None, 1)[0].lower().strip(".:,") if stripped else ""
     if first not in ("safe", "unsafe"):
         raise JudgeError("parse", f"the judge's answer is neither safe nor unsafe: {stripped[:60]!r}")
+    # A first line that names both verdicts ("safe or unsafe.") decides nothing: a model that is not a guard
+    # model, or a broken chat template, answers like that (seen with a small instruct model behind vLLM).
+    first_line = {w.strip(".:,;!?") for w in stripped.splitlines()[0].lower().split()}
+    if {"safe", "unsafe"} <= first_line:
+        raise JudgeError("parse", f"the judge's answer names both verdicts: {stripped[:60]!r}")
     if first == "safe":
         return JudgeVerdict(False)
     codes = tuple(f"S{c}" for c in _HAZARD_CODE.findall(stripped))

@@ -120,7 +120,7 @@ def check_vllm_python(python: str) -> None:
 @contextmanager
 def vllm_server(
     python: str, model_dir: Path, log_path: Path, timeout_s: float = 300.0, *,
-    served_model_name: str = "tiny-llama", max_model_len: int = 256,
+    served_model_name: str = "tiny-llama", max_model_len: int = 256, extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:  # fmt: skip
     """Run ``vllm``'s OpenAI server with ``python`` on a free 127.0.0.1 port; yield its ``/v1`` URL.
 
@@ -133,6 +133,7 @@ def vllm_server(
         "--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(max_model_len), "--dtype", "float32",
         "--max-num-seqs", "4", "--served-model-name", served_model_name,
         "--enforce-eager",  # skip torch.compile warm-up: ~40 s on 2 cores, nothing to gain here
+        *extra_args,
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)

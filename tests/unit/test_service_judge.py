@@ -41,7 +41,7 @@ def test_hazard_codes_map_onto_taxonomy_nodes_and_nonsense_is_refused() -> None:
     assert got.nodes == ("Malicious Use/Security threats/biological and chemical harms",
                          "Malicious Use/Security threats/weapon")
     assert not parse_judge_output("Safety: Controversial", controversial_is_unsafe=False).unsafe
-    for bad in ("", "I cannot decide", "maybe"):
+    for bad in ("", "I cannot decide", "maybe", "safe or unsafe.", "Unsafe, or safe: hard to say"):
         with pytest.raises(JudgeError) as e:
             parse_judge_output(bad)
         assert e.value.kind == "parse"
