@@ -37,7 +37,7 @@ _HAZARD_CODE = re.compile(r"\bS(1[0-4]|[1-9])\b")
 
 
 class JudgeError(Exception):
-    """The judge gave no usable answer; ``kind`` is the metric label (timeout — waiting for a slot included —, http, parse)."""
+    """The judge gave no usable answer; ``kind`` is the metric label: timeout (a slot wait too), http, parse."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
