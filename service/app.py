@@ -8,14 +8,18 @@ fakes.
 
 Middleware (pure ASGI, outermost first): HTTP metrics (not on /metrics, /health), then the
 request gate: bodies over ``MAX_BODY_BYTES`` → 413, missing/wrong bearer key on /v1/* → 401
-when ``api_keys`` is set.
+when ``api_keys`` is set, then (when ``ServeSettings.tenancy_config()`` asks for it) the tenancy
+(``service.tenancy.middleware``): tenant keys, per-request policy, rate limits, operator-endpoint
+keys and the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,6 +45,7 @@ from service.routes import moderations as moderations_routes
 from service.serving.chat import ServingChat
 from service.serving.moderations import ServingModerations
 from service.settings import MAX_BODY_BYTES, ServeSettings
+from service.tenancy.middleware import Tenancy, TenancyMiddleware
 from service.warmup import warm_up
 
 log = logging.getLogger("spaguard.app")
@@ -54,6 +59,9 @@ def build_app(
 ) -> FastAPI:
     """The app for ``settings``; ``engine``/``backend`` override what the settings would build."""
     metrics = GuardMetrics()
+    tenancy_config = settings.tenancy_config()
+    # Built here, not in the lifespan: a bad policy file or --db URL stops the start with its message.
+    tenancy = Tenancy.from_config(tenancy_config, settings.guard_artifact) if tenancy_config else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +77,7 @@ def build_app(
                 # fail-open chose availability; requests that hit the failure pass and are counted
                 log.error("guard warm-up failed; serving anyway because --fail-policy open")
         client = engine if engine is not None else build_engine(settings.engine_config())
-        async with client:
+        async with _tenancy_running(tenancy), client:
             batcher = _make_batcher(settings, scorer, metrics)
             batcher.start()
             try:
@@ -88,9 +96,12 @@ def build_app(
     app = FastAPI(title="SPA-Guard", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.tenancy = tenancy
     register_error_handlers(app)
     for routes in (chat_routes, moderations_routes, models_routes, health_routes):
         routes.attach_router(app)
+    if tenancy is not None:  # innermost: its scope (tenant, policy) must reach the routes' context
+        app.add_middleware(TenancyMiddleware, tenancy=tenancy)
     app.add_middleware(RequestGateMiddleware, api_keys=settings.bearer_keys())
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
     return app
@@ -157,9 +168,32 @@ def _init_state(
         fetcher=fetcher,
     )
     # Moderation shares the batcher and metrics with chat, so its work joins the same batches.
-    state.serving_moderations = ServingModerations(
-        Guard(batcher, policy.for_moderation(), metrics, segmenter), fetcher=fetcher
-    )
+    moderation_guard = Guard(batcher, policy.for_moderation(), metrics, segmenter)
+    moderation_guard.follows_tenant_policy = False  # a moderation answer always annotates and fails closed
+    state.serving_moderations = ServingModerations(moderation_guard, fetcher=fetcher)
+
+
+@contextlib.asynccontextmanager
+async def _tenancy_running(tenancy: Tenancy | None) -> AsyncIterator[None]:
+    """The policy watcher and SIGHUP reload while serving; the database closed at the end."""
+    if tenancy is None:
+        yield
+        return
+    watcher = asyncio.create_task(tenancy.watch_policies())
+    loop = asyncio.get_running_loop()
+    hup = False
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, tenancy.policies.reload, True))
+        hup = True
+    try:
+        yield
+    finally:
+        if hup:
+            loop.remove_signal_handler(signal.SIGHUP)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        tenancy.close()
 
 
 class RequestGateMiddleware:

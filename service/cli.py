@@ -4,6 +4,8 @@ Each subcommand lives in its own module exposing ``main(argv: list[str] | None) 
 imported only when chosen, so ``spaguard serve`` never imports the training stack.
 
     spaguard serve [--config FILE.yaml] [--flags ...]     guarded OpenAI-compatible server
+    spaguard keys create|list|revoke|allow ...            tenant API keys (--db URL)
+    spaguard audit export|report --since T ...            the audit log: records, the shadow report
     spaguard eval-guard --data FILE.jsonl --out DIR       evaluate a harm classifier
     spaguard train-guard [--config FILE.yaml] ...         train / distill the harm classifier
     spaguard finetune-guard --config FILE.yaml            LoRA-fine-tune the classifier's encoder
@@ -23,6 +25,8 @@ import sys
 
 _COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.serve", "run the guarded OpenAI-compatible server"),
+    "keys": ("service.tenancy.cli", "create, list and revoke tenant API keys"),
+    "audit": ("service.audit.cli", "export the audit log; the shadow report (text, PNG)"),
     "eval-guard": ("training.guard.evaluate", "evaluate a harm classifier on guard-schema JSONL"),
     "train-guard": ("training.guard.distill", "train / distill the harm classifier"),
     "finetune-guard": ("training.guard.finetune", "LoRA fine-tune of the classifier's encoder (warm start)"),

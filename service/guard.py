@@ -37,6 +37,7 @@ from service.engines.base import ChatMessage
 from service.errors import APIError, ContentFiltered, GatewayTimeout, ServiceUnavailable
 from service.judge import JudgeClient, JudgeError
 from service.metrics import GuardMetrics
+from service.tenancy import scope as tenancy_scope
 
 log = logging.getLogger("spaguard.guard")
 
@@ -105,12 +106,27 @@ class Guard:
     ) -> None:
         self.batcher = batcher
         self.policy = policy
+        # The request's tenant policy (service.tenancy.scope) changes the knobs and decides per taxonomy
+        # node; the moderation guard sets this False (its answers always annotate and fail closed).
+        self.follows_tenant_policy = True
         self.metrics = metrics
         # What of a text is scored (models.segment): windows sized to the classifier's token budget
         # (``models.backends.segmenter_for``), sentence chunks and decoded variants.
         self.segmenter = segmenter or Segmenter()
         # Optional escalation of uncertain verdicts to a judge model (service.judge).
         self.judge = judge
+
+    @property
+    def policy(self) -> GuardPolicy:
+        """The server's policy, as the current request's tenant policy changes it (``service.tenancy.scope``;
+        unchanged outside a tenant request)."""
+        if self.follows_tenant_policy:
+            return tenancy_scope.guard_policy(self._policy)
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: GuardPolicy) -> None:
+        self._policy = value
 
     def prompt_input(self, messages: Sequence[ChatMessage]) -> GuardInput:
         """The prompt this guard scores for ``messages``: the policy's roles (``prompt_input``)."""
@@ -158,14 +174,16 @@ class Guard:
 
     def outcome(self, decision: GuardDecision) -> Outcome:
         """What serving does about ``decision``; see ``Outcome``. Never raises."""
-        report = self.policy.mode == "annotate"
+        report = self.policy.mode == "annotate" or decision.action == "annotate"  # a tenant node rule may annotate
         if not decision.blocked:
             return Outcome("proceed", report)
         if self.policy.block_style == "error":
             what = "request" if decision.task == "prompt" else "response"
             return Outcome("reject", report,
                            error=ContentFiltered(f"the {what} was blocked by the safety guard"))
-        return Outcome("refuse", report, refusal=REFUSAL_MESSAGE)
+        categories = decision.verdict.categories if decision.verdict else {}
+        refusal = tenancy_scope.refusal(decision.task, categories) if self.follows_tenant_policy else None
+        return Outcome("refuse", report, refusal=refusal or REFUSAL_MESSAGE)
 
     async def _check(self, request_id: str, task: str, pieces: list[Piece],
                      followup: Callable[[str], list[Piece]] | None = None,
@@ -204,8 +222,12 @@ class Guard:
         if self.judge is not None and escalate is not None and self.judge.in_band(verdict.unsafe_prob):
             verdict = await self._escalate(request_id, task, verdict, *escalate)
         action: Action = self.policy.mode if verdict.flagged else "allow"
+        fired: dict[str, float] = {}
+        if self.follows_tenant_policy:  # the tenant policy's per-node thresholds and actions
+            tenant_action, verdict, fired = tenancy_scope.decide(verdict, action, self._policy.mode)
+            action = tenant_action  # type: ignore[assignment]  # allow | shadow | annotate | block
         decision = GuardDecision(task, action, verdict, timing)
-        self._record(request_id, decision)
+        self._record(request_id, decision, fired)
         return decision
 
     async def _score_in_slices(self, pieces: list[Piece]) -> list[tuple[Verdict, BatchTiming]]:
@@ -254,6 +276,7 @@ class Guard:
         self.metrics.failures.labels(kind).inc()
         self.metrics.verdicts.labels(task, "error", "fail_open" if fail_open else "error").inc()
         _log_event(request_id, task, "fail_open" if fail_open else "fail_closed", None, kind)
+        tenancy_scope.note(request_id, task, "fail_open" if fail_open else "fail_closed", None, kind)
         if fail_open:
             return GuardDecision(task, "fail_open", None)
         raise err from exc
@@ -270,8 +293,9 @@ class Guard:
     def _open(self) -> bool:
         return self.policy.fail_policy == "open"
 
-    def _record(self, request_id: str, d: GuardDecision) -> None:
+    def _record(self, request_id: str, d: GuardDecision, fired: dict[str, float] | None = None) -> None:
         assert d.verdict is not None
+        tenancy_scope.note(request_id, d.task, d.action, d.verdict, None, fired)  # for the audit log
         label = "unsafe" if d.verdict.flagged else "safe"
         self.metrics.verdicts.labels(d.task, label, d.action).inc()
         for category in d.verdict.categories:

@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"spaguard serve: {exc}", file=sys.stderr)
         return 2
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except ValueError as exc:  # a bad --policies file or --db URL (service.tenancy), with its fix
+        print(f"spaguard serve: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
         app,
         host=settings.host,

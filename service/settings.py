@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from service.config import ALL_GUARD_ROLES, BatcherConfig, BlockStyle, FailPolicy, GuardMode, GuardPolicy, GuardRole
 from service.engines.base import EngineConfig, EngineKind
 from service.judge import JudgeConfig
+from service.tenancy.config import OPERATOR_KEYS_ENV, AuthMode, TenancyConfig
+from service.tenancy.db import default_url
 
 # --- Request limits (named constants; see service/serve.py docstring) -------------------------
 MAX_IMAGES_PER_REQUEST = 8
@@ -166,6 +168,34 @@ class ServeSettings(BaseModel):
     SPAGUARD_API_KEYS environment variable: flags are visible to every user in `ps`."""
     api_keys_file: Path | None = None
     """File of bearer keys, one per line (blank lines and # comments skipped); added to --api-keys."""
+    auth: AuthMode = "off"
+    """off: no tenant keys (--api-keys still work); required: /v1/* needs a key made by `spaguard keys create`
+    (401 when missing or unknown, 403 when revoked or asking for a policy its tenant may not use)."""
+    db: str | None = None
+    """Database of keys and audit records: sqlite:///PATH (WAL) or postgresql://USER@HOST/DB. Default: the
+    SQLite file $SPAGUARD_DATA/spaguard.db (~/.local/share/spaguard), opened when --auth required or
+    --audit on needs it."""
+    audit: Literal["auto", "on", "off"] = "auto"
+    """Durable audit record of every guarded request in --db, committed before the answer leaves; auto: on
+    when --auth required or --db is given."""
+    policies: Path | None = None
+    """Guard policy YAML file, or a folder of them (deploy/policies/): per taxonomy node thresholds and
+    actions; validated at start, reloaded when a file changes or on SIGHUP."""
+    default_policy: str = "default"
+    """Policy of requests that carry no key and select none (x-spaguard-policy); 'default' is the --guard-*
+    flags unchanged."""
+    policy_reload_s: float = Field(2.0, ge=0)
+    """How often the policy files are checked for changes (0: only on SIGHUP)."""
+    max_inflight: int = Field(64, ge=1)
+    """In-flight requests that --tenant-share is a share of."""
+    tenant_share: float = Field(0.5, gt=0, le=1)
+    """Largest share of --max-inflight one tenant's keys may hold at once (then 429 tenant_concurrency), so
+    one tenant cannot starve the others."""
+    operator_keys_file: Path | None = None
+    """File of operator keys, one per line; added to the SPAGUARD_OPERATOR_KEYS environment variable."""
+    protect_operator_endpoints: bool = False
+    """Require an operator key (Authorization: Bearer KEY) for /metrics, /docs, /redoc, /openapi.json and
+    /operator."""
     request_timeout_s: float = Field(300.0, gt=0)
     """Longest generation per request (then 504, or an error chunk when streaming)."""
     http_header_timeout_s: float = Field(10.0, gt=0)
@@ -199,6 +229,12 @@ class ServeSettings(BaseModel):
             raise ValueError("--guard-device does not apply to --guard-backend triton (its instance group decides)")
         if self.api_keys_file is not None and not self.bearer_keys():
             raise ValueError(f"--api-keys-file {self.api_keys_file} holds no key")
+        if self.auth == "required" and self.api_keys:
+            raise ValueError("--auth required takes keys from --db (`spaguard keys create`), not --api-keys")
+        if self.protect_operator_endpoints and not self.operator_keys():
+            raise ValueError(f"--protect-operator-endpoints needs operator keys: --operator-keys-file or {OPERATOR_KEYS_ENV}")
+        if self.policies is not None and not self.policies.exists():
+            raise ValueError(f"--policies {self.policies} does not exist")
         if self.guard_artifact is not None and not self.guard_artifact.exists():
             raise ValueError(f"--guard-artifact {self.guard_artifact} does not exist")
         return self
@@ -213,6 +249,32 @@ class ServeSettings(BaseModel):
                 raise ValueError(f"cannot read --api-keys-file {self.api_keys_file}: {exc}") from None
             keys += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
         return tuple(keys)
+
+    def operator_keys(self) -> tuple[str, ...]:
+        """Operator keys: the SPAGUARD_OPERATOR_KEYS environment variable plus --operator-keys-file's lines."""
+        keys = os.environ.get(OPERATOR_KEYS_ENV, "").replace(",", " ").split()
+        if self.operator_keys_file is not None:
+            try:
+                lines = self.operator_keys_file.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read --operator-keys-file {self.operator_keys_file}: {exc}") from None
+            keys += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        return tuple(keys)
+
+    def tenancy_config(self) -> TenancyConfig | None:
+        """Keys, policies, limits and audit (``service.tenancy``), or None when none of them is asked for."""
+        audit = self.audit == "on" or (self.audit == "auto" and (self.auth == "required" or self.db is not None))
+        enabled = (self.auth == "required" or audit or self.policies is not None or self.protect_operator_endpoints
+                   or self.default_policy != "default")
+        if not enabled:
+            return None
+        needs_db = self.auth == "required" or audit
+        return TenancyConfig(
+            auth=self.auth, db_url=self.db or (default_url() if needs_db else None), policies=self.policies,
+            default_policy=self.default_policy, audit=audit, max_inflight=self.max_inflight,
+            tenant_share=self.tenant_share, operator_keys=self.operator_keys(),
+            protect_operator=self.protect_operator_endpoints, policy_reload_s=self.policy_reload_s,
+        )
 
     def judge_config(self) -> JudgeConfig | None:
         """The judge escalation's knobs (``service.judge``), or None without --judge-url."""
