@@ -39,6 +39,7 @@ from service.judge import JudgeClient
 from service.images import RemoteImageFetcher
 from service.metrics import GuardMetrics, HTTPMetricsMiddleware
 from service.routes import chat as chat_routes
+from service.routes import completions as completions_routes
 from service.routes import health as health_routes
 from service.routes import models as models_routes
 from service.routes import moderations as moderations_routes
@@ -98,7 +99,7 @@ def build_app(
     app.state.metrics = metrics
     app.state.tenancy = tenancy
     register_error_handlers(app)
-    for routes in (chat_routes, moderations_routes, models_routes, health_routes):
+    for routes in (chat_routes, completions_routes, moderations_routes, models_routes, health_routes):
         routes.attach_router(app)
     if tenancy is not None:  # innermost: its scope (tenant, policy) must reach the routes' context
         app.add_middleware(TenancyMiddleware, tenancy=tenancy)

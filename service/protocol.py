@@ -161,6 +161,10 @@ MAX_LOGIT_BIAS = 1024  # entries of ``logit_bias``
 MAX_TOP_LOGPROBS = 20  # OpenAI's range of ``top_logprobs``
 MAX_METADATA = 16  # OpenAI's: 16 pairs, keys of 64 characters, values of 512
 FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's rule for tool (function) names
+MAX_PROMPTS = 8  # /v1/completions: prompts of one request (each is generated n times)
+COMPLETION_MAX_TOKENS = 16  # /v1/completions' default max_tokens (OpenAI's)
+# /v1/completions parameters no engine here honours, with their "not used" values.
+COMPLETION_REFUSED: dict[str, tuple[Any, ...]] = {"logprobs": (None,), "suffix": (None, ""), "best_of": (None, 1)}
 
 
 # --- Request ----------------------------------------------------------------------------------
@@ -414,6 +418,71 @@ class ChatCompletionRequest(_Request):
         )
 
 
+class CompletionRequest(_Request):
+    """``POST /v1/completions``: continue ``prompt`` (one string, or a list: ``n`` choices each, indexed
+    prompt by prompt). ``echo`` puts the prompt before each choice's text. Refused everywhere (400 naming
+    it, ``COMPLETION_REFUSED``): ``logprobs`` (the legacy format is not implemented), ``suffix``, and
+    ``best_of`` other than 1; ``n`` and ``logit_bias`` follow the engine's capabilities."""
+
+    model: str | None = Field(None, max_length=MAX_MODEL_CHARS)
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
+    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=4)] | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=MAX_USER_CHARS)
+    echo: bool = False
+    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]],
+                          Field(max_length=MAX_LOGIT_BIAS)] | None = None
+
+    _logit_bias_keys = field_validator("logit_bias")(ChatCompletionRequest._logit_bias_keys.__func__)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> CompletionRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        if sum(map(len, self.prompts)) > MAX_CHARS:
+            raise ValueError(f"prompt holds more than {MAX_CHARS} characters")
+        return self
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def refused_param(self) -> str | None:
+        """The first parameter no engine here honours on this endpoint, or None."""
+        extra = self.model_extra or {}
+        return next((k for k, neutral in COMPLETION_REFUSED.items()
+                     if k in extra and not any(extra[k] == v for v in neutral)), None)
+
+    def requested_params(self) -> set[str]:
+        asked = {"n"} if (self.n or 1) > 1 else set()
+        return asked | ({"logit_bias"} if self.logit_bias else set())
+
+    def to_engine_params(self) -> SamplingParams:
+        """OpenAI's defaults where unset (max_tokens 16, as the legacy endpoint has it)."""
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return SamplingParams(
+            max_tokens=self.max_tokens or COMPLETION_MAX_TOKENS,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p, stop=stop, seed=self.seed,
+            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
+            n=self.n or 1, logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()),
+            upstream={k: v for k, v in (("n", self.n), ("logit_bias", self.logit_bias), ("user", self.user))
+                      if v is not None},
+        )
+
+
 # --- Safety verdict ---------------------------------------------------------------------------
 
 
@@ -529,6 +598,26 @@ class ChatCompletionStreamResponse(BaseModel):
     created: int
     model: str
     choices: list[ChatCompletionStreamChoice]
+    usage: UsageInfo | None = None
+    safety: SafetyVerdict | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class CompletionResponse(BaseModel):
+    """A ``text_completion``; streamed, each chunk has this shape too (``finish_reason`` null until a
+    choice ends, as OpenAI sends it)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChoice]
     usage: UsageInfo | None = None
     safety: SafetyVerdict | None = None
 

@@ -90,9 +90,14 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class EngineRequest:
+    """``prompt``: a raw prompt (``/v1/completions``), which the engine continues as it is, with no
+    chat template; ``messages`` then holds it as one user message, for whatever reads only messages
+    (``check_request``, the fake's rules). Only engines whose ``capabilities`` hold ``raw_prompt`` get one."""
+
     request_id: str
     messages: tuple[ChatMessage, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)

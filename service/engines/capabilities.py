@@ -16,6 +16,9 @@ every engine and are not listed here.
   ``vllm serve`` behind the ``openai`` engine offers them all.
 * ``fake`` (tests): ``n`` (the script is answered once per choice) and ``tools`` (rules may script
   tool calls); its real twin for tools is ``openai`` in front of a scripted upstream.
+
+``raw_prompt`` (``/v1/completions``): ``openai`` (the upstream's ``/v1/completions``), ``transformers``
+(the prompt tokenized as it is) and ``fake``; not ``vllm`` in-process.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ ALL_OPTIONAL: frozenset[str] = frozenset({
     "safety_identifier",
 })
 
-OPENAI_UPSTREAM = ALL_OPTIONAL
-TRANSFORMERS = frozenset({"n", "logprobs", "top_logprobs", "logit_bias"})
+RAW_PROMPT = "raw_prompt"
+"""Not a request parameter: the engine continues a raw prompt (``EngineRequest.prompt``), so it serves
+``/v1/completions``."""
+
+OPENAI_UPSTREAM = ALL_OPTIONAL | {RAW_PROMPT}
+TRANSFORMERS = frozenset({"n", "logprobs", "top_logprobs", "logit_bias", RAW_PROMPT})
 VLLM: frozenset[str] = frozenset()  # n, logprobs, logit_bias map onto vllm.SamplingParams: not wired and tested yet
-FAKE = frozenset({"n", "tools", "tool_choice", "parallel_tool_calls"})
+FAKE = frozenset({"n", "tools", "tool_choice", "parallel_tool_calls", RAW_PROMPT})
 
 TOOL_PARAMS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
 """An engine that honours these also takes ``tool`` messages and assistant ``tool_calls`` turns."""

@@ -260,6 +260,8 @@ class _VisionPrompts:
         self.processor, self.tokenizer = processor, processor.tokenizer
 
     def encode(self, request: EngineRequest) -> dict[str, torch.Tensor]:
+        if request.prompt is not None:  # a raw prompt: no template, no image
+            return dict(self.processor(text=[request.prompt], return_tensors="pt"))
         messages, images = _to_hf_messages(request)
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return dict(self.processor(images=images or None, text=[text], return_tensors="pt"))

@@ -46,6 +46,9 @@ class TextPrompts:
         self.tokenizer = tokenizer
 
     def encode(self, request: EngineRequest) -> dict[str, torch.Tensor]:
+        if request.prompt is not None:  # a raw prompt: continued as it is (the tokenizer adds its BOS)
+            encoding = self.tokenizer(request.prompt, return_tensors="pt")
+            return {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
         # The template writes the special tokens itself, so apply_chat_template tokenizes without
         # adding any (a second BOS would change the model's answer).
         encoding = self.tokenizer.apply_chat_template(

@@ -23,7 +23,8 @@ Contract (see ``service.engines.base``)
   logprobs, top_logprobs, logit_bias, user, metadata, reasoning_effort, ...) as the client sent them.
   Unknown fields (the SDK's ``extra_body``) are not forwarded: a vendor field such as vLLM's
   ``chat_template`` would put text before the model that the guard never scored.
-* Messages: ``tool`` results and assistant ``tool_calls`` go up in OpenAI's shape.
+* Messages: ``tool`` results and assistant ``tool_calls`` go up in OpenAI's shape. A raw prompt
+  (``EngineRequest.prompt``) goes to the upstream's ``/v1/completions`` instead, parsed alike.
 * Images are re-encoded as ``data:`` URLs, so the upstream never fetches anything.
 * Errors: cannot connect → ``EngineUnavailable`` (503); timeout → ``EngineTimeout`` (504);
   upstream 4xx → ``EngineBadRequest`` (400, upstream message kept); 5xx, a broken stream or an
@@ -293,8 +294,12 @@ class OpenAIUpstreamEngine:
     def _body(self, request: EngineRequest, model: str) -> dict[str, Any]:
         p = request.params
         body: dict[str, Any] = dict(p.upstream)  # the optional parameters, as the client sent them
+        if request.prompt is not None:
+            body["prompt"] = request.prompt
+        else:
+            body["messages"] = to_openai_messages(request)
         body |= {
-            "model": model, "messages": to_openai_messages(request), "stream": True,
+            "model": model, "stream": True,
             "stream_options": {"include_usage": True}, "max_tokens": p.max_tokens,
             "temperature": p.temperature, "top_p": p.top_p,
         }  # fmt: skip
@@ -315,7 +320,8 @@ class OpenAIUpstreamEngine:
         rid = request.request_id
         try:
             async with self._client.stream(
-                "POST", f"{self.api_base}/chat/completions", json=self._body(request, model)
+                "POST", f"{self.api_base}/{'completions' if request.prompt is not None else 'chat/completions'}",
+                json=self._body(request, model),
             ) as response:
                 if response.status_code >= 400:
                     raise error_for_status(response.status_code, (await response.aread()).decode("utf-8", "replace"))
@@ -392,7 +398,8 @@ def _delta(choice: dict[str, Any], index: int) -> EngineOutput | None:
                      tuple((str(t.get("token", "")), float(t.get("logprob") or 0.0)) for t in e.get("top_logprobs") or ()))
         for e in ((choice.get("logprobs") or {}).get("content") or ()) if isinstance(e, dict)
     )
-    text, refusal = delta.get("content") or "", delta.get("refusal") or ""
+    # A /v1/completions chunk carries "text" where a chat chunk has a delta.
+    text, refusal = delta.get("content") or choice.get("text") or "", delta.get("refusal") or ""
     if not (text or reasoning or refusal or calls or logprobs):
         return None
     return EngineOutput(str(text), index=index, reasoning=str(reasoning), refusal=str(refusal),

@@ -33,13 +33,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import anyio
 from starlette.requests import Request
 
 from models.backends import GuardInput
-from service.engines.base import EngineClient, EngineError, EngineOutput, EngineRequest
+from service.engines.base import EngineClient, EngineOutput, EngineRequest
 from service.engines.capabilities import unsupported
-from service.errors import APIError, GatewayTimeout, InvalidRequest, NotFound, from_engine_error
+from service.errors import InvalidRequest, NotFound
 from service.guard import Guard, GuardDecision, Outcome
 from service.images import RemoteImageFetcher
 from service.metrics import GuardMetrics
@@ -57,7 +56,8 @@ from service.protocol import (
 )
 from service.serving.choices import StreamChoice, collect, usage_of, worst_decision
 from service.serving.messages import scored_messages, to_engine_messages
-from service.serving.sse import DONE, run_cancellable, sse, sse_error
+from service.serving.sse import DONE, run_cancellable, sse
+from service.serving.streaming import produce_sse
 from service.serving.verdict_render import guard_headers, safety_field
 
 log = logging.getLogger("spaguard.chat")
@@ -167,7 +167,7 @@ class ServingChat:
         if req.stream:
             return ChatResult(stream=self._stream(ctx, engine_req, prompt, decision), headers=headers)
         gen = await run_cancellable(  # the client is watched by create_chat_completion
-            collect(self._outputs(engine_req), ctx.n), None, self.request_timeout_s,
+            collect(self.outputs(engine_req), ctx.n), None, self.request_timeout_s,
             lambda: self.engine.abort(ctx.request_id),
         )
         choices = [gen.choices[i] for i in sorted(gen.choices)]
@@ -218,7 +218,7 @@ class ServingChat:
             yield ctx.chunk(usage=UsageInfo())
         yield DONE
 
-    async def _outputs(self, engine_req: EngineRequest) -> AsyncIterator[EngineOutput]:
+    async def outputs(self, engine_req: EngineRequest) -> AsyncIterator[EngineOutput]:
         """Engine outputs with time-to-first-token and token metrics."""
         start, first = time.perf_counter(), True
         last: dict[int, EngineOutput] = {}
@@ -232,58 +232,15 @@ class ServingChat:
             self.metrics.tokens.labels("prompt").inc(max(o.prompt_tokens for o in last.values()))
             self.metrics.tokens.labels("completion").inc(sum(o.completion_tokens for o in last.values()))
 
-    async def _stream(
+    def _stream(
         self, ctx: _Ctx, engine_req: EngineRequest, prompt: GuardInput, decision: GuardDecision
     ) -> AsyncIterator[str]:
-        """SSE events. A producer task runs engine + guard and feeds a queue, so the timeout
-        wraps only the wait for the next event (never a ``yield``) and a closed stream (client
-        gone) just cancels the producer."""
-        queue: asyncio.Queue[str | APIError | None] = asyncio.Queue()
-        producer = asyncio.create_task(self._produce(ctx, engine_req, prompt, decision, queue))
-        deadline = asyncio.get_running_loop().time() + self.request_timeout_s
-        finished = failed = False
-        try:
-            for i in range(ctx.n):
-                yield ctx.chunk(DeltaMessage(role="assistant", content=""), index=i)
-            while (event := await _next_event(queue, deadline)) is not None:
-                if isinstance(event, APIError):
-                    raise event
-                yield event
-            finished = True
-        except APIError as error:
-            failed = True
-            log.warning("stream %s failed: %s (%s)", ctx.request_id, error.code, error.status)
-            self.metrics.failures.labels("stream").inc()
-            yield sse_error(error)
-        finally:
-            producer.cancel()
-            if not finished:
-                if not failed:  # closed from outside: the client went away mid-stream
-                    self.metrics.failures.labels("client_disconnected").inc()
-                # Client gone, error or timeout: stop the engine (shielded: we may be cancelled).
-                with anyio.CancelScope(shield=True):
-                    await asyncio.gather(producer, return_exceptions=True)
-                    await self.engine.abort(ctx.request_id)
-                log.info("stream %s ended early; engine request aborted", ctx.request_id)
-        yield DONE
-
-    async def _produce(
-        self,
-        ctx: _Ctx,
-        engine_req: EngineRequest,
-        prompt: GuardInput,
-        decision: GuardDecision,
-        queue: asyncio.Queue[str | APIError | None],
-    ) -> None:
-        try:
-            async for event in self._guarded_events(ctx, engine_req, prompt, decision):
-                queue.put_nowait(event)
-            queue.put_nowait(None)
-        except (APIError, EngineError) as exc:
-            queue.put_nowait(_as_api_error(exc))
-        except Exception:  # noqa: BLE001 - a bug must still end the stream with an error event
-            log.exception("stream %s crashed", ctx.request_id)
-            queue.put_nowait(APIError("internal server error"))
+        """SSE events: each choice's role chunk, then what the stream guards release
+        (``service.serving.streaming.produce_sse``)."""
+        first = [ctx.chunk(DeltaMessage(role="assistant", content=""), index=i) for i in range(ctx.n)]
+        return produce_sse(first, self._guarded_events(ctx, engine_req, prompt, decision),
+                           request_id=ctx.request_id, timeout_s=self.request_timeout_s,
+                           abort=lambda: self.engine.abort(ctx.request_id), metrics=self.metrics)
 
     async def _guarded_events(
         self, ctx: _Ctx, engine_req: EngineRequest, prompt: GuardInput, decision: GuardDecision
@@ -292,7 +249,7 @@ class ServingChat:
         choices = {i: StreamChoice(i, lambda: self.guard.stream(ctx.request_id, prompt, decision))
                    for i in range(ctx.n)}
         blocked = False
-        async for out in self._outputs(engine_req):
+        async for out in self.outputs(engine_req):
             choice = choices.get(out.index)
             if choice is None or choice.ended:
                 continue  # a blocked choice's later deltas are dropped
@@ -326,17 +283,3 @@ class ServingChat:
 
 async def _nothing() -> None:
     return None
-
-
-def _as_api_error(exc: Exception) -> APIError:
-    return exc if isinstance(exc, APIError) else from_engine_error(exc)  # type: ignore[arg-type]
-
-
-async def _next_event(
-    queue: asyncio.Queue[str | APIError | None], deadline: float
-) -> str | APIError | None:
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await queue.get()
-    except TimeoutError:
-        raise GatewayTimeout("generation timed out", code="generation_timeout") from None
