@@ -120,3 +120,23 @@ def engine_tokens(model_dir: str, text: str) -> list[int]:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)(text).input_ids
+
+
+async def test_a_vision_model_continues_a_raw_prompt_too() -> None:
+    engine = TransformersEngine(EngineConfig(model="spaguard-tiny-llava-random", served_model_name="tiny-vlm"))
+    async with guarded(engine) as (_, http):
+        r = await http.post("/v1/completions", json={"prompt": "Once", "max_tokens": 4, "temperature": 0, "n": 2})
+    body = r.json()
+    check_completion(body)
+    first, second = body["choices"]
+    assert first["text"] == second["text"] and first["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 8
+    tokens = engine_tokens_vlm("Once")
+    assert body["usage"]["prompt_tokens"] == tokens  # the processor's tokens of the raw text, no template
+
+
+def engine_tokens_vlm(text: str) -> int:
+    from models.vlm import load_vlm
+
+    _, processor = load_vlm(None, "cpu", "auto", seed=0)
+    return int(processor(text=[text], return_tensors="pt")["input_ids"].shape[1])
