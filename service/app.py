@@ -42,6 +42,7 @@ from service.routes import chat as chat_routes
 from service.routes import completions as completions_routes
 from service.routes import health as health_routes
 from service.routes import models as models_routes
+from service.operator import page as operator_page
 from service.routes import moderations as moderations_routes
 from service.serving.chat import ServingChat
 from service.serving.moderations import ServingModerations
@@ -101,6 +102,8 @@ def build_app(
     register_error_handlers(app)
     for routes in (chat_routes, completions_routes, moderations_routes, models_routes, health_routes):
         routes.attach_router(app)
+    if tenancy is not None and tenancy.has_operator_keys:  # the page exists only behind a key
+        operator_page.attach_router(app)
     if tenancy is not None:  # innermost: its scope (tenant, policy) must reach the routes' context
         app.add_middleware(TenancyMiddleware, tenancy=tenancy)
     app.add_middleware(RequestGateMiddleware, api_keys=settings.bearer_keys())

@@ -223,11 +223,12 @@ class Guard:
             verdict = await self._escalate(request_id, task, verdict, *escalate)
         action: Action = self.policy.mode if verdict.flagged else "allow"
         fired: dict[str, float] = {}
+        classifier_verdict = verdict  # the audit keeps it: a shadow report decides it again per policy
         if self.follows_tenant_policy:  # the tenant policy's per-node thresholds and actions
             tenant_action, verdict, fired = tenancy_scope.decide(verdict, action, self._policy.mode)
             action = tenant_action  # type: ignore[assignment]  # allow | shadow | annotate | block
         decision = GuardDecision(task, action, verdict, timing)
-        self._record(request_id, decision, fired)
+        self._record(request_id, decision, fired, classifier_verdict)
         return decision
 
     async def _score_in_slices(self, pieces: list[Piece]) -> list[tuple[Verdict, BatchTiming]]:
@@ -293,9 +294,10 @@ class Guard:
     def _open(self) -> bool:
         return self.policy.fail_policy == "open"
 
-    def _record(self, request_id: str, d: GuardDecision, fired: dict[str, float] | None = None) -> None:
+    def _record(self, request_id: str, d: GuardDecision, fired: dict[str, float] | None = None,
+                classifier_verdict: Verdict | None = None) -> None:
         assert d.verdict is not None
-        tenancy_scope.note(request_id, d.task, d.action, d.verdict, None, fired)  # for the audit log
+        tenancy_scope.note(request_id, d.task, d.action, classifier_verdict or d.verdict, None, fired)  # audit log
         label = "unsafe" if d.verdict.flagged else "safe"
         self.metrics.verdicts.labels(d.task, label, d.action).inc()
         for category in d.verdict.categories:

@@ -8,8 +8,10 @@ Record (a JSON object; the indexed columns repeat its top-level fields)::
      "path": "/v1/chat/completions", "status": 200,
      "action": "block",                     # the most severe of the checks' actions
      "latency_ms": 12.5,
-     "checks": [{"task": "prompt", "action": "block", "flagged": true, "unsafe_prob": 0.97,
-                 "categories": {...fired nodes...}, "scores": {...every node...},
+     "checks": [{"task": "prompt", "action": "block",           # what the request's policy did
+                 "flagged": true, "unsafe_prob": 0.97,           # the classifier's own verdict (its
+                 "categories": {...nodes it fired...},          #  calibration), before the policy
+                 "scores": {...every node...},
                  "fired": {...policy rules that fired...}, "error": null}, ...],
      "content_sha256": {"request": "...", "response": "..."},
      "content": {"request": "...", "response": "..."}}     # only when the policy sets record_content
@@ -115,7 +117,7 @@ class AuditLog:
               action: str | None = None, category: str | None = None, limit: int | None = None,
               newest_first: bool = False) -> list[dict[str, Any]]:
         """Records in ``[since, until)``, oldest first (or newest first), filtered as asked. ``category``
-        keeps records where a check fired a node whose key starts with it."""
+        keeps records where the classifier or the policy fired a node whose key starts with it."""
         where, params = [], []
         for clause, value in (("ts >= ?", since), ("ts < ?", until), ("tenant = ?", tenant), ("action = ?", action)):
             if value is not None:
@@ -127,7 +129,8 @@ class AuditLog:
             sql += f" LIMIT {int(limit)}"
         records = [json.loads(r["record"]) for r in self.db.query(sql, params)]
         if category is not None:
-            records = [r for r in records if any(k.startswith(category) for c in r["checks"] for k in c["categories"])]
+            records = [r for r in records if any(k.startswith(category) for c in r["checks"]
+                                                 for k in (*c["categories"], *c["fired"]))]
             records = records[:limit] if limit is not None else records
         return records
 

@@ -12,6 +12,7 @@ a block by the ``default`` rule alone (the overall score, no node fired) counts 
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -87,8 +88,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_chart(report: Mapping[str, Any], path: str | Path) -> Path:
-    """A grouped horizontal bar chart (categories × policies) as PNG; needs matplotlib (the train extra)."""
+def chart_png(report: Mapping[str, Any]) -> bytes:
+    """A grouped horizontal bar chart (categories × policies) as PNG bytes; needs matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -105,12 +106,21 @@ def save_chart(report: Mapping[str, Any], path: str | Path) -> Path:
         ax.barh([y + i * height for y in range(len(cats))], counts, height=height,
                 label=f"{name} ({report['policies'][name]['would_block']} requests)")
     ax.set_yticks([y + height * (len(names) - 1) / 2 for y in range(len(cats))], [c.split("/")[-1] for c in cats])
+    ax.xaxis.get_major_locator().set_params(integer=True)  # counts of requests
     ax.set_xlabel("requests it would block")
     ax.set_title(f"Shadow report: {report['requests']} requests")
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    return buf.getvalue()
+
+
+def save_chart(report: Mapping[str, Any], path: str | Path) -> Path:
+    """``chart_png(report)`` written to ``path`` (folders created)."""
+    out = Path(path)
+    data = chart_png(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
     return out

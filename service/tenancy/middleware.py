@@ -17,8 +17,9 @@ For a ``/v1/*`` request, in order (each refusal is one OpenAI error envelope, se
    fails: no answer without its record); a stream's record is written when the stream starts and again
    before its last chunk. The request id is the ``x-request-id`` the client sees.
 
-Operator endpoints (``/metrics``, ``/docs``, ``/redoc``, ``/openapi.json``, ``/operator``) need an operator key
-(``Authorization: Bearer ...``) when ``--protect-operator-endpoints`` is on.
+Operator endpoints (``/metrics``, ``/docs``, ``/redoc``, ``/openapi.json``) need an operator key
+(``Authorization: Bearer ...``) when ``--protect-operator-endpoints`` is on; the operator page (``/operator``,
+``service.operator.page``) always does, as a bearer key or its login cookie (``/operator/login`` is open).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import hashlib
 import hmac
 import logging
 import re
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,6 +48,8 @@ log = logging.getLogger("spaguard.tenancy")
 
 POLICY_HEADER = b"x-spaguard-policy"
 OPERATOR_PATHS = ("/metrics", "/docs", "/redoc", "/openapi.json", "/operator")
+OPERATOR_LOGIN = "/operator/login"  # open: it trades the key for the page's cookie
+OPERATOR_COOKIE = "spaguard_operator"  # set by service.operator.page's login (HttpOnly, SameSite=Strict)
 MAX_RECORDED_CHARS = 256 * 1024  # raw content kept per side when a policy records content
 _TOTAL_TOKENS = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
 _USAGE_TAIL_BYTES = 4096  # a stream's usage chunk comes last
@@ -94,8 +98,15 @@ class Tenancy:
         if self.db is not None:
             self.db.close()
 
-    def operator_ok(self, headers: dict[bytes, bytes]) -> bool:
+    @property
+    def has_operator_keys(self) -> bool:
+        return bool(self._operator_keys)
+
+    def operator_ok(self, headers: dict[bytes, bytes], cookie: bool = False) -> bool:
+        """An operator key in ``Authorization: Bearer`` (or, with ``cookie``, the operator page's cookie)."""
         token = _bearer(headers)
+        if token is None and cookie:
+            token = _cookie(headers, OPERATOR_COOKIE)
         return token is not None and any(hmac.compare_digest(token, k) for k in self._operator_keys)
 
     async def admit(self, headers: dict[bytes, bytes]) -> tuple[KeyRecord | None, TenantPolicy, RateDecision | None]:
@@ -137,6 +148,16 @@ class Tenancy:
         return policy
 
 
+def _cookie(headers: dict[bytes, bytes], name: str) -> bytes | None:
+    jar = SimpleCookie()
+    try:
+        jar.load(headers.get(b"cookie", b"").decode("latin-1"))
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value.encode("latin-1") if morsel is not None and morsel.value else None
+
+
 def _bearer(headers: dict[bytes, bytes]) -> bytes | None:
     scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
     token = token.strip()
@@ -158,7 +179,9 @@ class TenancyMiddleware:
         headers = dict(scope.get("headers") or [])
         t = self.tenancy
         if path.startswith(OPERATOR_PATHS):
-            if t.config.protect_operator and not t.operator_ok(headers):
+            page = path == "/operator" or path.startswith("/operator/")
+            guarded = (page and path != OPERATOR_LOGIN) or (not page and t.config.protect_operator)
+            if guarded and not t.operator_ok(headers, cookie=page):
                 await send_error(send, Unauthorized("this operator endpoint needs an operator key "
                                                     "(Authorization: Bearer ...)", code="operator_key_required"))
                 return
