@@ -289,3 +289,79 @@ async def test_policy_reload_under_load_fails_no_request(db_url: str, policies: 
     assert tenancy.policies.reloads == 1
     assert statuses and set(statuses) == {200}  # no request failed across the swap
     assert finish[0] == "content_filter" and finish[-1] == "stop"
+
+
+async def test_sighup_reloads_the_policies(db_url: str, policies: Path) -> None:
+    import os
+    import signal
+
+    _, key = make_key(db_url, "acme", "strict")
+    async with serve(db_url, policies, policy_reload_s=0) as http:  # no polling: only the signal reloads
+        tenancy = http.app.state.tenancy  # type: ignore[attr-defined]
+        headers = {"authorization": f"Bearer {key}"}
+        r = await http.post("/v1/chat/completions", json=ask("a scam"), headers=headers)
+        assert r.json()["choices"][0]["finish_reason"] == "content_filter"
+        (policies / "strict.yaml").write_text(STRICT.replace("threshold: 0.25", "threshold: 0.9"))
+        await asyncio.sleep(0.2)
+        assert tenancy.policies.reloads == 0
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if tenancy.policies.reloads:
+                break
+        assert tenancy.policies.reloads == 1
+        r = await http.post("/v1/chat/completions", json=ask("a scam"), headers=headers)
+        assert r.json()["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_no_answer_without_its_audit_record(db_url: str, policies: Path) -> None:
+    _, key = make_key(db_url, "acme", "strict")
+    async with serve(db_url, policies) as http:
+        audit = http.app.state.tenancy.audit  # type: ignore[attr-defined]
+
+        def broken(record: dict) -> None:
+            raise OSError("disk full")
+
+        audit.write = broken
+        r = await http.post("/v1/chat/completions", json=ask("hello"), headers={"authorization": f"Bearer {key}"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable"
+        # a request the guard never scored (no decision to record) is unaffected
+        assert (await http.get("/v1/models", headers={"authorization": f"Bearer {key}"})).status_code == 200
+
+
+async def test_moderations_are_audited_and_auth_off_selects_policies(db_url: str, policies: Path) -> None:
+    _, key = make_key(db_url, "acme", "strict")
+    async with serve(db_url, policies) as http:
+        r = await http.post("/v1/moderations", json={"input": "a bomb"}, headers={"authorization": f"Bearer {key}"})
+        assert r.status_code == 200 and r.json()["results"][0]["flagged"] is True
+        moderation_id = r.headers["x-request-id"]
+    assert audit_records(db_url)[moderation_id]["tenant"] == "acme"
+    # --auth off with a default policy: no key needed, the header picks any loaded policy
+    async with serve(db_url, policies, auth="off", default_policy="strict") as http:
+        r = await http.post("/v1/chat/completions", json=ask("a scam"))
+        assert r.json()["choices"][0]["finish_reason"] == "content_filter"
+        r = await http.post("/v1/chat/completions", json=ask("a scam"), headers={"x-spaguard-policy": "lenient"})
+        assert r.json()["choices"][0]["finish_reason"] == "stop"
+        record = audit_records(db_url)[r.headers["x-request-id"]]
+        assert (record["tenant"], record["policy"], record["action"]) == (None, "lenient", "allow")
+
+
+def test_settings_refuse_what_cannot_be_honoured(tmp_path: Path, policies: Path, monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="--auth required takes keys from --db"):
+        ServeSettings(auth="required", api_keys=("k",))
+    monkeypatch.delenv("SPAGUARD_OPERATOR_KEYS", raising=False)
+    with pytest.raises(ValidationError, match="--protect-operator-endpoints needs operator keys"):
+        ServeSettings(protect_operator_endpoints=True)
+    with pytest.raises(ValidationError, match="--policies .* does not exist"):
+        ServeSettings(policies=tmp_path / "nope")
+    (policies / "bad.yaml").write_text("name: bad\nnodes: {\"Nope\": {threshold: 0.1, action: block}}\n")
+    with pytest.raises(ValueError, match="'Nope' is not a node"):
+        build_app(ServeSettings(engine="fake", model="s.json", policies=policies), backend=NodeBackend(),
+                  engine=FakeEngineClient.from_script(SCRIPT))
+    (policies / "bad.yaml").unlink()
+    with pytest.raises(ValueError, match="--default-policy 'missing' is not loaded"):
+        build_app(ServeSettings(engine="fake", model="s.json", policies=policies, default_policy="missing"),
+                  backend=NodeBackend(), engine=FakeEngineClient.from_script(SCRIPT))
+    assert ServeSettings().tenancy_config() is None  # the embedded default: no tenancy at all
