@@ -1,11 +1,15 @@
 """OpenAI-compatible wire models (pydantic only, no I/O).
 
 Requests accept unknown fields (the OpenAI SDK's ``extra_body``) and ignore them, within
-``MAX_EXTRA_CHARS``; OpenAI parameters we cannot honour (tools, logprobs, response formats, ...)
-are refused, never ignored. The fields we do read are validated strictly (no "5" for 5, no 1 for
-true), including cross-field rules, and ``to_engine_params()`` maps a request to the engine's
-``SamplingParams``. Responses add one optional field, ``safety``, which carries the guard's
-verdict in ``annotate`` mode.
+``MAX_EXTRA_CHARS`` (they are never forwarded to an upstream: see ``service.engines.openai_upstream``).
+Every optional OpenAI parameter is listed in ``OPTIONAL_PARAMS`` with its "not used" values;
+``requested_params()`` says which a request asks for, and serving refuses (400 naming it) any the
+engine's capabilities lack (``service.engines.capabilities``), so none is ever ignored. The fields we
+do read are validated strictly (no "5" for 5, no 1 for true), including cross-field rules (their
+errors name the field), and ``to_engine_params()`` maps a request to the engine's ``SamplingParams``.
+``CompletionRequest`` is ``/v1/completions``'. Responses follow the ``openai`` package's types and add
+``safety`` (the guard's verdict in ``annotate`` mode) and, where there is reasoning text,
+``reasoning_content``.
 
 Before any field is read, ``check_body`` walks the raw JSON once (``_Request``'s validator):
 * every string, keys included, must be encodable Unicode: a lone surrogate (JSON ``"\ud800"``)

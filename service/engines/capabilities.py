@@ -11,9 +11,9 @@ every engine and are not listed here.
 * ``transformers`` (in-process): ``n``, ``logprobs``/``top_logprobs`` and ``logit_bias`` (a logits
   processor). No tools, no structured output: constrained decoding is not implemented, so
   ``response_format`` json modes are refused.
-* ``vllm`` (in-process ``AsyncLLM``): none yet. ``vllm.SamplingParams`` has n, logprobs and
-  logit_bias, but the mapping is not wired and tested against the real twin, so they are refused;
-  ``vllm serve`` behind the ``openai`` engine offers them all.
+* ``vllm`` (in-process ``AsyncLLM``): ``n``, ``logprobs``/``top_logprobs`` and ``logit_bias`` through
+  ``vllm.SamplingParams`` (tested for real: tests/integration/test_openai_vllm_inprocess.py). Tools and
+  structured output are not wired here; ``vllm serve`` behind the ``openai`` engine offers them.
 * ``fake`` (tests): ``n`` (the script is answered once per choice) and ``tools`` (rules may script
   tool calls); its real twin for tools is ``openai`` in front of a scripted upstream.
 
@@ -38,7 +38,7 @@ RAW_PROMPT = "raw_prompt"
 
 OPENAI_UPSTREAM = ALL_OPTIONAL | {RAW_PROMPT}
 TRANSFORMERS = frozenset({"n", "logprobs", "top_logprobs", "logit_bias", RAW_PROMPT})
-VLLM: frozenset[str] = frozenset()  # n, logprobs, logit_bias map onto vllm.SamplingParams: not wired and tested yet
+VLLM = frozenset({"n", "logprobs", "top_logprobs", "logit_bias"})
 FAKE = frozenset({"n", "tools", "tool_choice", "parallel_tool_calls", RAW_PROMPT})
 
 TOOL_PARAMS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})

@@ -10,6 +10,9 @@ Contract (see ``service.engines.base``)
   them. Sampling uses ``RequestOutputKind.DELTA`` so each output is a text delta.
 * Errors: vLLM client errors (validation, prompt too long) → ``EngineBadRequest``; a dead engine →
   ``EngineUnavailable``; other vLLM failures → ``EngineError``.
+* ``n``, ``logprobs``/``top_logprobs``, ``logit_bias`` map onto ``vllm.SamplingParams``
+  (``sampling_kwargs``); with ``n`` > 1 each completion's deltas come by its index, and each
+  completion's last output has its finish reason.
 * ``abort(id)`` aborts in the engine core; the aborted iterator ends quietly. Closing the
   iterator early (client disconnect) aborts too.
 * ``check_request`` renders a prompt that might not fit (``fits_without_counting``) and refuses
@@ -36,6 +39,7 @@ from service.engines.base import (
     EngineUnavailable,
     PromptTooLong,
     SamplingParams,
+    TokenLogprob,
     fits_without_counting,
 )
 from service.engines.openai_upstream import to_openai_messages
@@ -55,8 +59,10 @@ def _import_vllm() -> Any:
 
 
 def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
-    """Our sampling params → ``vllm.SamplingParams`` keyword arguments (without output_kind)."""
-    return {
+    """Our sampling params → ``vllm.SamplingParams`` keyword arguments (without output_kind).
+
+    ``logprobs``: vLLM's count of alternatives per token (the sampled token always comes with them)."""
+    kwargs: dict[str, Any] = {
         "max_tokens": params.max_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,
@@ -65,6 +71,29 @@ def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
     }
+    # Only when asked for: vLLM's own defaults (n=1, no logprobs, no bias) otherwise.
+    if params.n != 1:
+        kwargs["n"] = params.n
+    if params.logprobs:
+        kwargs["logprobs"] = params.top_logprobs
+    if params.logit_bias:
+        kwargs["logit_bias"] = dict(params.logit_bias)
+    return kwargs
+
+
+def token_logprobs(token_ids: Any, logprobs: Any, top: int) -> tuple[TokenLogprob, ...]:
+    """vLLM's per-token ``{token_id: Logprob(logprob, rank, decoded_token)}`` maps → our entries: the
+    sampled token's log-probability and the ``top`` most likely (by rank)."""
+    entries = []
+    for token, position in zip(token_ids or (), logprobs or (), strict=False):
+        if not position:
+            continue
+        sampled = position.get(token)
+        ranked = sorted(position.values(), key=lambda lp: lp.rank if lp.rank is not None else 1 << 30)[:top]
+        entries.append(TokenLogprob(
+            str(sampled.decoded_token or "") if sampled else "", float(sampled.logprob) if sampled else 0.0,
+            tuple((str(lp.decoded_token or ""), float(lp.logprob)) for lp in ranked)))
+    return tuple(entries)
 
 
 def map_vllm_error(exc: Exception) -> EngineError:
@@ -81,7 +110,7 @@ class VLLMEngine:
     """In-process vLLM ``AsyncLLM``; see the module docstring."""
 
     random_weights = False
-    capabilities = VLLM  # none of the optional parameters yet: see service.engines.capabilities
+    capabilities = VLLM  # n, logprobs, logit_bias: see service.engines.capabilities
 
     def __init__(self, config: EngineConfig, engine_kwargs: dict[str, Any] | None = None):
         """``engine_kwargs`` are extra ``AsyncEngineArgs`` fields (e.g. ``enforce_eager=True``)."""
@@ -169,18 +198,22 @@ class VLLMEngine:
         try:
             engine_input = await self._render(request)
             params = self._vllm.SamplingParams(**sampling_kwargs(request.params), output_kind=RequestOutputKind.DELTA)
-            prompt_tokens = completion_tokens = 0
+            prompt_tokens, counts, open_choices = 0, [0] * request.params.n, request.params.n
             async for out in self._llm.generate(engine_input, params, rid):
                 prompt_tokens = max(prompt_tokens, len(out.prompt_token_ids or ()))
-                completion = out.outputs[0]
-                completion_tokens += len(completion.token_ids)
-                reason = completion.finish_reason if out.finished else None
-                if reason == "abort":
-                    finished = True
-                    return
-                finished = out.finished
-                if completion.text or reason is not None:
-                    yield EngineOutput(completion.text, reason, prompt_tokens, completion_tokens)
+                for completion in out.outputs:  # DELTA: the choices with news, each by its index
+                    i = completion.index
+                    counts[i] += len(completion.token_ids)
+                    reason = completion.finish_reason
+                    if reason == "abort":
+                        finished = True
+                        return
+                    logprobs = token_logprobs(completion.token_ids, completion.logprobs, request.params.top_logprobs) \
+                        if request.params.logprobs else ()
+                    if completion.text or reason is not None or logprobs:
+                        yield EngineOutput(completion.text, reason, prompt_tokens, counts[i], index=i, logprobs=logprobs)
+                    open_choices -= reason is not None
+                finished = out.finished or open_choices == 0
         except EngineError:
             raise
         except Exception as exc:  # noqa: BLE001 - vLLM raises its own hierarchy; map it once here
