@@ -9,7 +9,7 @@ One YAML file per policy (``deploy/policies/*.yaml``; ``--policies`` names a fil
     nodes:                           # SPA-VL taxonomy node keys: domain, domain/category, .../subcategory
       "Malicious Use/Illegal activities": {threshold: 0.2, action: block}
       "Misinformation Harms": {threshold: 0.5, action: annotate}
-    roles: [system, user, assistant] # message roles the prompt check scores
+    roles: [system, user, assistant] # message roles the prompt check scores (default: --guard-roles)
     refusal: "Blocked by policy $policy ($categories)."   # string.Template: $policy, $task, $categories
     timeout_s: 5                     # guard timeout
     fail_policy: closed              # open | closed
@@ -45,7 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.backends import Verdict, resolve_artifact
-from service.config import ALL_GUARD_ROLES, BlockStyle, FailPolicy, GuardPolicy, GuardRole
+from service.config import BlockStyle, FailPolicy, GuardPolicy, GuardRole
 from service.tenancy.keys import check_name
 
 log = logging.getLogger("spaguard.policies")
@@ -76,7 +76,7 @@ class _PolicyFile(BaseModel):
     version: str | None = None
     default: _Default = _Default()
     nodes: dict[str, _Rule] = {}
-    roles: tuple[GuardRole, ...] = ALL_GUARD_ROLES
+    roles: tuple[GuardRole, ...] | None = Field(None, min_length=1)  # None: the server's --guard-roles
     refusal: str | None = None
     timeout_s: float | None = Field(None, gt=0)
     fail_policy: FailPolicy | None = None
@@ -201,7 +201,7 @@ def parse_policy(text: str, source: str, node_keys: Iterable[str]) -> TenantPoli
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     version = f"{spec.version}+{digest}" if spec.version else digest
     rules = {k: NodeRule(r.threshold, r.action) for k, r in spec.nodes.items()}
-    return TenantPolicy(spec.name, version, spec.default.action, spec.default.threshold, rules, tuple(spec.roles),
+    return TenantPolicy(spec.name, version, spec.default.action, spec.default.threshold, rules, tuple(spec.roles) if spec.roles else None,
                         spec.refusal, spec.timeout_s, spec.fail_policy, spec.block_style, spec.record_content)
 
 

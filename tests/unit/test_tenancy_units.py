@@ -68,6 +68,9 @@ nodes:
     # the built-in default follows the server's mode
     assert builtin_default().decide(verdict(flagged=True), "annotate").action == "annotate"
     assert builtin_default().apply(BASE) == BASE
+    assert policy("name: z\ndefault: {action: block}").apply(BASE).roles == BASE.roles  # no roles: the server's
+    with pytest.raises(ValueError, match="roles"):
+        policy("name: z\nroles: []")
 
 
 def test_apply_takes_the_policy_knobs_and_the_most_severe_mode() -> None:
