@@ -44,6 +44,7 @@ default: {{action: shadow}}
 nodes:
   "{DANGER}": {{threshold: 0.99, action: block}}
 record_content: true
+fail_policy: open
 """
 OTHER = "name: other\ndefault: {action: block}\n"
 
@@ -365,3 +366,30 @@ def test_settings_refuse_what_cannot_be_honoured(tmp_path: Path, policies: Path,
         build_app(ServeSettings(engine="fake", model="s.json", policies=policies, default_policy="missing"),
                   backend=NodeBackend(), engine=FakeEngineClient.from_script(SCRIPT))
     assert ServeSettings().tenancy_config() is None  # the embedded default: no tenancy at all
+
+
+class FailingBackend(NodeBackend):
+    def score(self, batch: list[GuardInput]) -> list[Verdict]:
+        raise RuntimeError("classifier down")
+
+
+async def test_fail_mode_per_policy_and_failures_audited(db_url: str, policies: Path) -> None:
+    _, key = make_key(db_url, "acme", "strict")
+    db = open_database(db_url)
+    KeyStore(db).allow("acme", "lenient")
+    db.close()
+    app = build_app(ServeSettings(engine="fake", model="s.json", db=db_url, policies=policies, auth="required"),
+                    engine=FakeEngineClient.from_script(SCRIPT), backend=FailingBackend())
+    async with LifespanManager(app) as manager:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://t") as http:
+            headers = {"authorization": f"Bearer {key}"}
+            closed = await http.post("/v1/chat/completions", json=ask("hello"), headers=headers)
+            assert closed.status_code == 503 and closed.json()["error"]["code"] == "guard_unavailable"
+            # lenient says fail_policy: open, so the same failure lets the request through
+            opened = await http.post("/v1/chat/completions", json=ask("hello"),
+                                     headers={**headers, "x-spaguard-policy": "lenient"})
+            assert opened.status_code == 200
+    records = audit_records(db_url)
+    assert [r["action"] for r in records.values()] == ["fail_closed", "fail_open"]
+    assert all(r["checks"][0]["error"] == "backend_error" for r in records.values())
+    assert records[opened.headers["x-request-id"]]["policy"] == "lenient"
