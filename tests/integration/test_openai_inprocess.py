@@ -49,12 +49,13 @@ def _ask(**kw: Any) -> dict[str, Any]:
 
 async def test_n_seed_and_unseeded_sampling(tiny_llm: str) -> None:
     async with guarded(tiny_llm) as (client, http, _):
-        out = await client.chat.completions.create(**_ask(n=3, temperature=1.0, seed=11, logprobs=True))
-        again = await client.chat.completions.create(**_ask(n=3, temperature=1.0, seed=11))
-        other = await client.chat.completions.create(**_ask(n=3, temperature=1.0, seed=12))
-        unseeded = [(await client.chat.completions.create(**_ask(temperature=1.0))).choices[0].message.content
+        short = {"max_tokens": 8, "temperature": 1.0}  # a fast test: 8 tokens are plenty to tell samples apart
+        out = await client.chat.completions.create(**_ask(n=3, seed=11, logprobs=True, **short))
+        again = await client.chat.completions.create(**_ask(n=3, seed=11, **short))
+        other = await client.chat.completions.create(**_ask(n=3, seed=12, **short))
+        unseeded = [(await client.chat.completions.create(**_ask(**short))).choices[0].message.content
                     for _ in range(3)]
-        body = (await http.post("/v1/chat/completions", json=_ask(n=2, temperature=1.0))).json()
+        body = (await http.post("/v1/chat/completions", json=_ask(n=2, **short))).json()
     texts = [c.message.content for c in out.choices]
     assert [c.index for c in out.choices] == [0, 1, 2]
     assert len(set(texts)) > 1  # the choices are sampled apart
