@@ -92,11 +92,13 @@ def test_stop_sequences_cut_the_answer_streamed_or_not(server: tuple[str, Path])
     assert text == "The capital of " and chunks[-1].choices[0].finish_reason == "stop"
 
 
-def test_n_other_than_one_is_refused_naming_n(server: tuple[str, Path]) -> None:
+def test_n_choices_are_served_and_past_the_cap_refused_naming_n(server: tuple[str, Path]) -> None:
+    # Issue 14: the transformers engine honours n (it was refused); past MAX_CHOICES (8) is a 400.
     client = _client(server[0])
-    assert len(client.chat.completions.create(model=SMOLLM2, messages=QUESTION, max_tokens=4, n=1).choices) == 1
+    out = client.chat.completions.create(model=SMOLLM2, messages=QUESTION, max_tokens=4, n=2, temperature=0)
+    assert [c.index for c in out.choices] == [0, 1] and out.choices[0].message.content == out.choices[1].message.content
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model=SMOLLM2, messages=QUESTION, max_tokens=4, n=2)
+        client.chat.completions.create(model=SMOLLM2, messages=QUESTION, max_tokens=4, n=9)
     assert info.value.status_code == 400 and info.value.body["param"] == "n"
 
 
