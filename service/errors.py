@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.engines.base import EngineError
-from service.protocol import TOO_LARGE, ErrorInfo, ErrorResponse
+from service.protocol import TOO_LARGE, ErrorInfo, ErrorResponse, param_name
 from service.settings import MAX_ERROR_MESSAGE_CHARS
 
 log = logging.getLogger("spaguard.errors")
@@ -129,6 +129,7 @@ _ECHOING_ERRORS = {
     "union_tag_invalid": "unknown content part type",
     "union_tag_not_found": "content part needs a 'type'",
     "json_invalid": "body is not valid JSON",
+    "extra_forbidden": "unknown field: not part of this request's schema",
 }
 
 
@@ -136,7 +137,9 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     """A short message for pydantic errors: field paths and rules, never the input values."""
     parts, param = [], None
     for err in errors[:5]:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        loc = [param_name(str(p)) for p in err.get("loc", ()) if p not in ("body",)]
+        if err.get("type") == "unknown_parameter":  # raised on the whole body: the key is in its context
+            loc.append(str((err.get("ctx") or {}).get("param", "")))
         where = ".".join(loc) or "body"
         param = param or where
         # The ``msg`` of pydantic errors states the rule (e.g. "Input should be ..."), not the value,
@@ -179,7 +182,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     message, param = validation_message(errors)
     if any(e.get("type") == TOO_LARGE for e in errors):  # a size cap of protocol.check_body
         return error_json(PayloadTooLarge(message, param=param))
-    return error_json(InvalidRequest(message, param=param))
+    unknown = any(e.get("type") in ("unknown_parameter", "extra_forbidden") for e in errors)
+    return error_json(InvalidRequest(message, param=param, code="unknown_parameter" if unknown else None))
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

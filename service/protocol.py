@@ -1,7 +1,9 @@
 """OpenAI-compatible wire models (pydantic only, no I/O).
 
-Requests accept unknown fields (the OpenAI SDK's ``extra_body``) and ignore them, within
-``MAX_EXTRA_CHARS`` (they are never forwarded to an upstream: see ``service.engines.openai_upstream``).
+A request field outside the API (the OpenAI SDK's ``extra_body``, a vendor's parameter) is a 400
+``unknown_parameter`` naming it in ``param``, as OpenAI answers an unrecognized argument: never ignored,
+never forwarded to an upstream (a vendor field such as vLLM's ``chat_template`` would put unscored text
+before the model). Before that check, unknown fields count against ``MAX_EXTRA_CHARS``.
 Every optional OpenAI parameter is listed in ``OPTIONAL_PARAMS`` with its "not used" values;
 ``requested_params()`` says which a request asks for, and serving refuses (400 naming it) any the
 engine's capabilities lack (``service.engines.capabilities``), so none is ever ignored. The fields we
@@ -23,7 +25,7 @@ Before any field is read, ``check_body`` walks the raw JSON once (``_Request``'s
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -52,18 +54,41 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # OpenAI's seed is an int64; engines s
 
 
 class _Open(BaseModel):
-    """Request-side base: unknown fields are accepted (and ignored); known ones are strict."""
+    """Request-side base: strict fields, and an unknown field is a 400 naming it (never ignored)."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+MAX_PARAM_NAME_CHARS = 64  # an unknown field's name is echoed in ``param`` cut to this
+
+
+def param_name(key: str) -> str:
+    """A client's field name as an error may echo it: cut to ``MAX_PARAM_NAME_CHARS``."""
+    return key if len(key) <= MAX_PARAM_NAME_CHARS else key[: MAX_PARAM_NAME_CHARS - 3] + "..."
 
 
 class _Request(_Open):
-    """A request body: ``check_body`` runs on the raw JSON before any field is validated."""
+    """A request body: ``check_body`` runs on the raw JSON before any field is validated.
+
+    ``extra_params``: OpenAI parameters this endpoint takes without a typed field (kept in
+    ``model_extra`` for the capability check, which honours or refuses each); any other key outside the
+    fields is a 400 ``unknown_parameter`` naming it, as OpenAI answers an unrecognized argument.
+    """
+
+    # extra="allow" only so that ``extra_params`` land in model_extra; _check_raw refuses every other key.
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"additionalProperties": False})
+    extra_params: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
     def _check_raw(cls, data: Any) -> Any:
         check_body(data)
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields and key not in cls.extra_params:
+                    raise PydanticCustomError(
+                        "unknown_parameter", "unknown parameter: not one this endpoint takes",
+                        {"param": param_name(str(key))})
         return data
 
 
@@ -299,6 +324,9 @@ ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class ChatCompletionRequest(_Request):
+    # OPTIONAL_PARAMS without a typed field (store, audio, prediction, ...): refused unless an engine
+    # honours them (the openai engine passes them on), never ignored.
+    extra_params: ClassVar[frozenset[str]] = frozenset(OPTIONAL_PARAMS)
     model: str | None = Field(None, max_length=MAX_MODEL_CHARS)
     messages: list[ChatMessageParam] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
@@ -428,6 +456,7 @@ class CompletionRequest(_Request):
     it, ``COMPLETION_REFUSED``): ``logprobs`` (the legacy format is not implemented), ``suffix``, and
     ``best_of`` other than 1; ``n`` and ``logit_bias`` follow the engine's capabilities."""
 
+    extra_params: ClassVar[frozenset[str]] = frozenset(COMPLETION_REFUSED)
     model: str | None = Field(None, max_length=MAX_MODEL_CHARS)
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)

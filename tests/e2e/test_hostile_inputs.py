@@ -153,7 +153,8 @@ CASES: dict[str, tuple[Any, int]] = {
     "control characters and NUL in text": (_chat("a\u0000b\u0007c\u001bd\u0085e\u200bf\ufeff"), 200),
     "right-to-left and combining marks": (_chat("\u202ephrase\u202c e\u0301\u0301\u0301"), 200),
     "astral characters": (_chat("emoji \U0001f600 math \U0001d400"), 200),
-    "unknown small fields (extra_body)": ({**_chat("hi"), "vendor": {"a": [1, 2, 3]}}, 200),
+    "unknown small fields (extra_body)": ({**_chat("hi"), "vendor": {"a": [1, 2, 3]}}, 400),  # refused, not ignored
+    "unknown field in a message": ({"messages": [{"role": "user", "content": "hi", "temperature": 1}]}, 400),
     "message name": ({"messages": [{"role": "user", "content": "hi", "name": "alice"}]}, 200),
 }
 

@@ -130,12 +130,16 @@ async def test_message_name_is_capped() -> None:
         assert (await c.post("/v1/chat/completions", json=ok)).status_code == 200
 
 
-@pytest.mark.reliability("hostile input", "unknown fields within the cap (SDK extra_body)", "200, ignored")
-async def test_small_unknown_fields_and_images_still_pass() -> None:
+@pytest.mark.reliability("hostile input", "unknown field within the cap (SDK extra_body)",
+                         "400 unknown_parameter naming it, never ignored; the same request without it: 200")
+async def test_small_unknown_fields_are_refused_and_images_still_pass() -> None:
     async with serve() as c:
         parts = [{"type": "text", "text": "what is this"},
                  {"type": "image_url", "image_url": {"url": png_data_url()}}]
         r = await c.post("/v1/chat/completions", json=chat(parts, vendor={"trace": "a" * 1000}))
+        err = envelope(r, 400)
+        assert err["param"] == "vendor" and err["code"] == "unknown_parameter"
+        r = await c.post("/v1/chat/completions", json=chat(parts))
         assert r.status_code == 200, r.text
 
 

@@ -63,8 +63,7 @@ async def test_text_image_multiturn_and_unknown_fields() -> None:
     async with serve() as c:
         body = _chat([{"type": "text", "text": "what is this"},
                       {"type": "image_url", "image_url": {"url": png_data_url()}}],
-                     temperature=0.2, max_tokens=20, top_p=0.9, seed=3, stop=["\n"],
-                     some_vendor_field={"x": 1})
+                     temperature=0.2, max_tokens=20, top_p=0.9, seed=3, stop=["\n"])
         body["messages"] = [{"role": "system", "content": "be brief"},
                             {"role": "user", "content": "hi"},
                             {"role": "assistant", "content": "hello"}] + body["messages"]
@@ -76,6 +75,9 @@ async def test_text_image_multiturn_and_unknown_fields() -> None:
         assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + 3
         assert float(r.headers["x-guard-queue-time"]) >= 0
         assert float(r.headers["x-guard-inference-time"]) >= 0
+        # A field outside the API is refused naming it, never ignored (OpenAI: "Unrecognized request argument").
+        r = await c.post("/v1/chat/completions", json={**body, "some_vendor_field": {"x": 1}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "some_vendor_field"
 
 
 async def test_engine_received_images_and_params() -> None:

@@ -142,18 +142,25 @@ async def test_every_optional_parameter_reaches_the_upstream_and_vendor_fields_d
             model="up-model", messages=_user("hello"), tools=TOOLS, tool_choice="required",
             parallel_tool_calls=False, response_format={"type": "json_object"}, logprobs=True, top_logprobs=2,
             logit_bias={"42": -5}, user="u1", metadata={"trace": "t"}, reasoning_effort="low", seed=7,
-            service_tier="flex", store=False, extra_body={"chat_template": "{{ 'unscored text' }}"})
+            service_tier="flex", store=False)
     sent = upstream.bodies[-1]
     assert sent["tools"] == TOOLS and sent["tool_choice"] == "required" and sent["parallel_tool_calls"] is False
     assert sent["response_format"] == {"type": "json_object"}
     assert (sent["logprobs"], sent["top_logprobs"], sent["logit_bias"]) == (True, 2, {"42": -5})
     assert (sent["user"], sent["metadata"], sent["reasoning_effort"], sent["seed"]) == ("u1", {"trace": "t"}, "low", 7)
     assert sent["service_tier"] == "flex" and "store" not in sent  # store=False is the default: nothing to send
-    assert "chat_template" not in sent  # would put text before the model that the guard never scored
     assert sent["stream"] is True and sent["model"] == "up-model"
     (choice,) = out.choices
     assert choice.message.content == "Hi!" and choice.logprobs is not None
     assert choice.logprobs.content[0].token == "Hi" and choice.logprobs.content[0].top_logprobs[0].logprob == -0.1
+    # A vendor field would put text before the model that the guard never scored: refused, never forwarded.
+    n_sent = len(upstream.bodies)
+    async with guarded(upstream) as (client, _):
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(model="up-model", messages=_user("hello"),
+                                                 extra_body={"chat_template": "{{ 'unscored text' }}"})
+    assert info.value.body["param"] == "chat_template" and info.value.body["code"] == "unknown_parameter"
+    assert len(upstream.bodies) == n_sent
 
 
 async def test_a_benign_tool_call_comes_back_in_openai_shape_streamed_and_not(upstream) -> None:

@@ -30,11 +30,31 @@ def test_content_string_and_parts_and_unknown_fields() -> None:
             {"type": "text", "text": "look"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": "low"}},
         ]}],
-        metadata={"trace": "t1"}, vendor_thing=True,
+        metadata={"trace": "t1"}, store=True,
     )
     parts = req.messages[0].content
     assert isinstance(parts[0], TextPart) and isinstance(parts[1], ImagePartParam)
-    assert req.model_extra == {"vendor_thing": True} and req.metadata == {"trace": "t1"}  # metadata: typed (issue 14)
+    # An OpenAI parameter without a typed field is kept for the capability check (which refuses it).
+    assert req.model_extra == {"store": True} and req.metadata == {"trace": "t1"}  # metadata: typed (issue 14)
+    assert "store" in req.requested_params()
+
+
+@pytest.mark.parametrize(("body", "loc"), [
+    ({"vendor_thing": True}, "vendor_thing"),  # not an OpenAI parameter: refused, never ignored
+    ({"x" * 500: 1}, "x" * 61 + "..."),  # echoed cut short
+    ({"messages": [{"role": "user", "content": "hi", "temperature": 1}]}, "messages.0.temperature"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "bold": True}]}]},
+     "0.text.bold"),
+])
+def test_unknown_fields_are_refused_naming_them(body: dict, loc: str) -> None:
+    from service.errors import validation_message
+
+    with pytest.raises(ValidationError) as info:
+        ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "hi"}], **body})
+    message, param = validation_message(info.value.errors())
+    assert f"{loc}: unknown" in message, message  # (a content part's path names pydantic's union branch)
+    if "text" not in loc:  # a content part's error sits under pydantic's union branches
+        assert param == loc, (param, message)
 
 
 def test_to_engine_params_defaults_and_mapping() -> None:
