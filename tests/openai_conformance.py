@@ -1,7 +1,8 @@
 """Conformance helpers (issue 14): every body the server sends validates against the ``openai`` package's own
 pydantic types, strictly (no coercion: a "5" is not a 5).
 
-* ``check_chat(body)``, ``check_chunk(chunk)``, ``check_completion(body)``, ``check_moderation(body)``,
+* ``check_chat(body)``, ``check_chunk(chunk)``, ``check_completion(body)``, ``check_completion_chunk(event)``,
+  ``check_moderation(body)``,
   ``check_model(card)``, ``check_error(body)``: validate one JSON body, return the typed object.
 * ``sse_events(text)``: the JSON events of an SSE body (``[DONE]`` must be the last line).
 """
@@ -26,6 +27,15 @@ def check_chunk(chunk: dict[str, Any]) -> ChatCompletionChunk:
 
 def check_completion(body: dict[str, Any]) -> Completion:
     return Completion.model_validate(body, strict=True)
+
+
+def check_completion_chunk(event: dict[str, Any]) -> Completion:
+    """One streamed ``/v1/completions`` event. OpenAI streams ``finish_reason: null`` until a choice ends,
+    though the package's type says otherwise: null is allowed here, any other value must be one of its own."""
+    for choice in event.get("choices", []):
+        assert choice.get("finish_reason") is None or choice["finish_reason"] in ("stop", "length", "content_filter")
+    return check_completion({**event, "choices": [{**c, "finish_reason": c.get("finish_reason") or "stop"}
+                                                  for c in event.get("choices", [])]})
 
 
 def check_moderation(body: dict[str, Any]) -> ModerationCreateResponse:
