@@ -323,14 +323,11 @@ StopSequence = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
-class ChatCompletionRequest(_Request):
-    # OPTIONAL_PARAMS without a typed field (store, audio, prediction, ...): refused unless an engine
-    # honours them (the openai engine passes them on), never ignored.
-    extra_params: ClassVar[frozenset[str]] = frozenset(OPTIONAL_PARAMS)
+class _Generation(_Request):
+    """The fields chat and completions requests share (same names, ranges and meaning as OpenAI's)."""
+
     model: str | None = Field(None, max_length=MAX_MODEL_CHARS)
-    messages: list[ChatMessageParam] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int | None = Field(None, ge=1, le=MAX_CHOICES)
@@ -341,6 +338,14 @@ class ChatCompletionRequest(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=MAX_USER_CHARS)
+
+
+class ChatCompletionRequest(_Generation):
+    # OPTIONAL_PARAMS without a typed field (store, audio, prediction, ...): refused unless an engine
+    # honours them (the openai engine passes them on), never ignored.
+    extra_params: ClassVar[frozenset[str]] = frozenset(OPTIONAL_PARAMS)
+    messages: list[ChatMessageParam] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]],
@@ -450,26 +455,14 @@ class ChatCompletionRequest(_Request):
         )
 
 
-class CompletionRequest(_Request):
+class CompletionRequest(_Generation):
     """``POST /v1/completions``: continue ``prompt`` (one string, or a list: ``n`` choices each, indexed
     prompt by prompt). ``echo`` puts the prompt before each choice's text. Refused everywhere (400 naming
     it, ``COMPLETION_REFUSED``): ``logprobs`` (the legacy format is not implemented), ``suffix``, and
     ``best_of`` other than 1; ``n`` and ``logit_bias`` follow the engine's capabilities."""
 
     extra_params: ClassVar[frozenset[str]] = frozenset(COMPLETION_REFUSED)
-    model: str | None = Field(None, max_length=MAX_MODEL_CHARS)
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
-    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=4)] | None = None
-    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=MAX_USER_CHARS)
     echo: bool = False
     logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]],
                           Field(max_length=MAX_LOGIT_BIAS)] | None = None
