@@ -24,6 +24,8 @@ import pytest
 from tests.e2e.serve_process import SHIPPED_ARTIFACT, spaguard_server, tiny_guard_artifact
 from tests.tiny import REPO_ROOT
 
+TTFT_TYPE = "TTFT"  # loadtests/locustfile.py's request type of the time-to-first-token entries
+
 
 RUN_SH = REPO_ROOT / "loadtests" / "run.sh"
 
@@ -70,8 +72,13 @@ def test_locust_passes_generous_slos_and_covers_every_task(tmp_path: Path) -> No
     counts = _requests_by_name(tmp_path / "ok_stats.csv")
     for task in _task_names():
         assert counts.get(task, 0) > 0, f"no {task} requests in {counts}"
-    # The CSV is written when the run stops; requests still in flight finish (and count) after it.
-    assert 0 < counts["Aggregated"] <= slo["requests"]
+    # The SLO line counts HTTP entries only (TTFT entries apart); the CSV's Aggregated row counts both, and
+    # the two are snapshots taken at slightly different moments of the stop: requests in flight then (at most
+    # one per user) may be in one and not the other.
+    with (tmp_path / "ok_stats.csv").open() as f:
+        http_csv = sum(int(r["Request Count"]) for r in csv.DictReader(f) if r["Name"] != "Aggregated"
+                       and r["Type"] != TTFT_TYPE)
+    assert 0 < http_csv and abs(http_csv - slo["requests"]) <= 8, (http_csv, slo["requests"])
 
 
 @pytest.mark.slow
