@@ -57,19 +57,13 @@ from service.protocol import (
 from service.serving.choices import StreamChoice, collect, usage_of, worst_decision
 from service.serving.messages import scored_messages, to_engine_messages
 from service.serving.sse import DONE, run_cancellable, sse
-from service.serving.streaming import produce_sse
+from service.serving.streaming import Served, produce_sse
 from service.serving.verdict_render import guard_headers, safety_field
 
 log = logging.getLogger("spaguard.chat")
 
 
-@dataclass
-class ChatResult:
-    """A JSON body or an SSE stream, with the headers to send either way."""
-
-    body: ChatCompletionResponse | None = None
-    stream: AsyncIterator[str] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+ChatResult = Served[ChatCompletionResponse]
 
 
 @dataclass

@@ -34,17 +34,11 @@ from service.protocol import CompletionChoice, CompletionRequest, CompletionResp
 from service.serving.chat import ServingChat
 from service.serving.choices import StreamChoice, collect, usage_of, worst_decision
 from service.serving.sse import run_cancellable
-from service.serving.streaming import produce_sse
+from service.serving.streaming import Served, produce_sse
 from service.serving.verdict_render import guard_headers, safety_field
 
 
-@dataclass
-class CompletionResult:
-    """A JSON body or an SSE stream, with the headers to send either way."""
-
-    body: CompletionResponse | None = None
-    stream: AsyncIterator[str] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+CompletionResult = Served[CompletionResponse]
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""``produce_sse``: runs a stream's guarded events in a producer task and frames them as SSE.
+"""``produce_sse``: runs a stream's guarded events in a producer task and frames them as SSE; ``Served``:
+what a generation pipeline (chat, completions) returns, a JSON body or such a stream, with its headers.
 
 The producer (engine + guard) feeds a queue, so the request timeout wraps only the wait for the next
 event (never a ``yield``) and a closed stream (client gone) just cancels the producer. An error
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import anyio
 
@@ -21,6 +24,17 @@ from service.metrics import GuardMetrics
 from service.serving.sse import DONE, sse_error
 
 log = logging.getLogger("spaguard.stream")
+
+BodyT = TypeVar("BodyT")
+
+
+@dataclass
+class Served(Generic[BodyT]):
+    """A JSON body or an SSE stream, with the headers to send either way."""
+
+    body: BodyT | None = None
+    stream: AsyncIterator[str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 async def produce_sse(
