@@ -34,6 +34,7 @@ from training.guard.guard_data import (GuardExample, PreferencePair, load_spa_vl
                                        read_guard_jsonl, read_preference_pairs, typographic_examples)
 from training.guard.heads import build_head_data, build_model
 from training.guard.packs import pack_root, prepare_source_rows, split_pack
+from training.guard.recipe_cli import recipe_main, recipe_parser
 
 
 def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[PreferencePair], dict]:
@@ -137,21 +138,11 @@ def run(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
 
 
 def make_parser():
-    from trl import TrlParser
-
-    return TrlParser(DistillConfig)
+    return recipe_parser(DistillConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        (cfg,) = make_parser().parse_args_and_config(args)
-        card = run(cfg, args)
-    except (OSError, ValueError) as exc:  # bad config or data: one clear line, exit 2
-        print(f"spaguard train-guard: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: card[k] for k in ("metrics", "build_seconds")}, indent=2))
-    return 0
+    return recipe_main(DistillConfig, run, "spaguard train-guard", lambda card: {k: card[k] for k in ("metrics", "build_seconds")}, argv)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from training.guard.config import REPO_ROOT, DistillConfig, config_field
 from training.guard.distill import load_examples
 from training.guard.heads import HeadData, build_head_data, item_loss, predict_heads
 from training.guard.evaluate import binary_metrics
+from training.guard.recipe_cli import recipe_main, recipe_parser
 
 # The two known misses of the frozen default (docs/classifier.md): scored by both arms.
 PROBES = {
@@ -316,21 +317,11 @@ def run(cfg: FinetuneConfig, argv: list[str] | None = None) -> dict:
 
 
 def make_parser():
-    from trl import TrlParser
-
-    return TrlParser(FinetuneConfig)
+    return recipe_parser(FinetuneConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        (cfg,) = make_parser().parse_args_and_config(args)
-        report = run(cfg, args)
-    except (OSError, ValueError) as exc:  # bad config, data or baseline: one clear line, exit 2
-        print(f"finetune: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2))
-    return 0
+    return recipe_main(FinetuneConfig, run, "finetune", lambda report: report, argv)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import Any
 from models.artifact import git_commit
 from models.llm import SMOLLM2, load_llm, resolve, text_content
 from training.guard.config import REPO_ROOT, config_field
+from training.guard.recipe_cli import recipe_main, recipe_parser
 
 DEFAULT_PACKS = ["../shared/data/dev", "../shared/data/dev2"]
 
@@ -263,21 +264,11 @@ def run(cfg: RealAnswersConfig, argv: list[str] | None = None) -> dict[str, Any]
 
 
 def make_parser():
-    from trl import TrlParser
-
-    return TrlParser(RealAnswersConfig)
+    return recipe_parser(RealAnswersConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        (cfg,) = make_parser().parse_args_and_config(args)
-        card = run(cfg, args)
-    except (OSError, ValueError) as exc:  # bad config or data: one clear line, exit 2
-        print(f"real_answers: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: card[k] for k in ("generated", "from_cache", "files", "seconds")}, indent=2))
-    return 0
+    return recipe_main(RealAnswersConfig, run, "real_answers", lambda card: {k: card[k] for k in ("generated", "from_cache", "files", "seconds")}, argv)
 
 
 if __name__ == "__main__":
