@@ -13,7 +13,7 @@ late import is still a cycle (README, "Layout"). The rules checked here:
 
 from __future__ import annotations
 
-import ast
+import functools
 import importlib.util
 import random
 import subprocess
@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.import_scan import ImportStmt, scan
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("models", "service", "training")
@@ -38,25 +40,30 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
 
 
+@functools.cache
+def _statements() -> dict[Path, tuple[ImportStmt, ...]]:
+    """Every import statement of our modules, read once per session (in a fresh interpreter: tests/import_scan.py)."""
+    return {path: tuple(stmts) for path, stmts in scan(list(_modules().values())).items()}
+
+
 def _imported_names(path: Path, module: str) -> set[str]:
     """Every absolute module name ``path`` imports (relative imports resolved against ``module``)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
     is_pkg = path.name == "__init__.py"
     out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module.split(".")
-                base = base if is_pkg else base[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                prefix = ".".join(base + ([node.module] if node.module else []))
-            else:
-                prefix = node.module or ""
-            out.add(prefix)
-            # ``from pkg import sub`` may name a submodule rather than an attribute.
-            out.update(f"{prefix}.{alias.name}" for alias in node.names)
+    for stmt in _statements()[path]:
+        if not stmt.is_from:
+            out.update(stmt.names)
+            continue
+        if stmt.level:
+            base = module.split(".")
+            base = base if is_pkg else base[:-1]
+            base = base[: len(base) - (stmt.level - 1)]
+            prefix = ".".join(base + ([stmt.module] if stmt.module else []))
+        else:
+            prefix = stmt.module or ""
+        out.add(prefix)
+        # ``from pkg import sub`` may name a submodule rather than an attribute.
+        out.update(f"{prefix}.{name}" for name in stmt.names)
     return out
 
 
