@@ -170,6 +170,7 @@ def _init_state(
         model_name=settings.served_model_name,
         request_timeout_s=settings.request_timeout_s,
         fetcher=fetcher,
+        prompt_check=settings.prompt_check,
     )
     # Moderation shares the batcher and metrics with chat, so its work joins the same batches.
     moderation_guard = Guard(batcher, policy.for_moderation(), metrics, segmenter)

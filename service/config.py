@@ -27,6 +27,10 @@ FailPolicy = Literal["open", "closed"]
 GuardRole = Literal["system", "user", "assistant"]
 """Message roles whose text the prompt check scores (a developer message is a system message)."""
 ALL_GUARD_ROLES: tuple[GuardRole, ...] = ("system", "user", "assistant")
+PromptCheck = Literal["before", "during"]
+"""When the prompt is scored: before generation starts (a refused prompt never reaches the engine), or during it
+(generation starts at once, nothing it makes leaves the server before the prompt's verdict, and a refused
+prompt's generation is aborted and discarded: ``service.serving.early_start``)."""
 Action = Literal["allow", "block", "annotate", "shadow", "fail_open", "off"]
 """What the guard did about one check; a flagged check takes the ``GuardMode`` as its action; ``off``: not
 scored (guard mode off)."""

@@ -63,6 +63,12 @@ class GuardMetrics:
             "guard_engine_time_to_first_token_seconds", "Engine time to first token",
             buckets=DURATION_BUCKETS, registry=r,
         )
+        self.early_discarded = Counter(
+            "guard_early_generations_discarded_total",
+            "Generations started while their prompt was scored (--prompt-check during) and discarded unread "
+            "before its verdict allowed them, by why (refused: the prompt was blocked; failed: its check failed; "
+            "cancelled: the client left during the check)", ["why"], registry=r,
+        )
         self.tokens = Counter(
             "guard_engine_tokens_total", "Engine tokens by kind (prompt, completion)",
             ["kind"], registry=r,

@@ -19,7 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.config import ALL_GUARD_ROLES, BatcherConfig, BlockStyle, FailPolicy, GuardMode, GuardPolicy, GuardRole
+from service.config import (ALL_GUARD_ROLES, BatcherConfig, BlockStyle, FailPolicy, GuardMode, GuardPolicy, GuardRole,
+                            PromptCheck)
 from service.engines.base import EngineConfig, EngineKind
 from service.judge import JudgeConfig
 from service.tenancy.config import OPERATOR_KEYS_ENV, AuthMode, TenancyConfig
@@ -124,6 +125,11 @@ class ServeSettings(BaseModel):
     guard_roles: tuple[GuardRole, ...] = ALL_GUARD_ROLES
     """Message roles whose text the prompt check scores (a developer message counts as system). Default all:
     harm hidden in a system message or a made-up earlier assistant turn is scored like the user's words."""
+    prompt_check: PromptCheck = "before"
+    """before: score the prompt, then generate (a refused prompt never reaches the engine); during: start
+    generating at once and score the prompt meanwhile, releasing nothing until its verdict is in and aborting
+    the generation of a refused prompt (the check's latency hides behind the engine's; the engine spends work
+    on prompts that are then refused, counted in guard_early_generations_discarded_total)."""
     judge_url: str | None = None
     """OpenAI-compatible base URL of a judge model (e.g. Llama Guard 3 or Qwen3Guard under vllm serve,
     http://h:8002/v1): checks whose calibrated score falls in --judge-band-low..--judge-band-high are sent

@@ -3,9 +3,12 @@
 validate → refuse any optional parameter the engine cannot honour (``service.engines.capabilities``:
 400 naming it) → load images → ``engine.check_request`` (a prompt the engine's context cannot hold is
 refused before the guard spends anything) → ``guard.check_input`` → ``engine.generate`` →
-``guard.check_output`` → build. After each check it does what ``guard.outcome`` says (proceed,
-refuse, or raise); streamed text follows the ``StreamGuard``; ``service.serving.verdict_render``
-renders the verdicts.
+``guard.check_output`` → build. With ``--prompt-check during`` generation starts before the prompt's check
+and runs while it is scored (``service.serving.early_start.EarlyStart``): nothing is released, scored as a
+reply or returned before the prompt's verdict is proceed; a refused prompt, a failed check or a client
+that leaves discards the generation unread and aborts it. After each check it does what
+``guard.outcome`` says (proceed, refuse, or raise); streamed text follows the ``StreamGuard``;
+``service.serving.verdict_render`` renders the verdicts.
 
 Every output surface is guarded, per choice (``n``): the content, the reasoning text
 (``reasoning_content``), the model's ``refusal`` and each tool call (its name and arguments). The
@@ -30,7 +33,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -38,6 +41,7 @@ from starlette.requests import Request
 from models.backends import GuardInput
 from service.engines.base import EngineClient, EngineOutput, EngineRequest
 from service.engines.capabilities import unsupported
+from service.config import PromptCheck
 from service.errors import InvalidRequest, NotFound
 from service.guard import Guard, GuardDecision, Outcome
 from service.images import RemoteImageFetcher
@@ -54,7 +58,8 @@ from service.protocol import (
     SafetyVerdict,
     UsageInfo,
 )
-from service.serving.choices import StreamChoice, collect, usage_of, worst_decision
+from service.serving.choices import Generation, StreamChoice, collect, usage_of, worst_decision
+from service.serving.early_start import EarlyStart
 from service.serving.messages import scored_messages, to_engine_messages
 from service.serving.sse import DONE, run_cancellable, sse
 from service.serving.streaming import Served, produce_sse
@@ -110,8 +115,10 @@ class ServingChat:
         model_name: str | None,
         request_timeout_s: float,
         fetcher: RemoteImageFetcher | None = None,
+        prompt_check: PromptCheck = "before",
     ) -> None:
         self.engine = engine
+        self.prompt_check = prompt_check
         self.guard = guard
         self.metrics = metrics
         self._model_name = model_name
@@ -152,21 +159,39 @@ class ServingChat:
         engine_req = EngineRequest(ctx.request_id, messages, req.to_engine_params(upstream=True))
         await self.engine.check_request(engine_req)  # before the guard: see the module docstring
         prompt = self.guard.prompt_input(scored_messages(messages, req))
-        decision = await self.guard.check_input(ctx.request_id, prompt)
+        early = (EarlyStart(self.outputs(engine_req), lambda: self.engine.abort(ctx.request_id))
+                 if self.prompt_check == "during" else None)  # service.serving.early_start
+        try:
+            decision = await self.guard.check_input(ctx.request_id, prompt)
+        except BaseException as exc:
+            await self._discard(early, "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed")
+            raise
         outcome = self.guard.outcome(decision)
         ctx.report = outcome.report
         headers = guard_headers(decision, report=ctx.report) | {"x-request-id": ctx.request_id}
         if outcome.kind != "proceed":
+            await self._discard(early, "refused")
             return self._blocked_prompt(ctx, decision, outcome, headers)
+        outputs = early if early is not None else self.outputs(engine_req)
         if req.stream:
-            return ChatResult(stream=self._stream(ctx, engine_req, prompt, decision), headers=headers)
-        gen = await run_cancellable(  # the client is watched by create_chat_completion
-            collect(self.outputs(engine_req), ctx.n), None, self.request_timeout_s,
-            lambda: self.engine.abort(ctx.request_id),
+            return ChatResult(stream=self._stream(ctx, outputs, prompt, decision, early), headers=headers)
+        gen = await run_cancellable(  # the client is watched by create_chat_completion; a timeout or a client
+            collect(outputs, ctx.n), None, self.request_timeout_s,  # gone stops an early start's reader too
+            early.discard if early is not None else lambda: self.engine.abort(ctx.request_id),
         )
         choices = [gen.choices[i] for i in sorted(gen.choices)]
         outs = await asyncio.gather(*(
             self.guard.check_output(ctx.request_id, prompt, decision, c.scored_text()) for c in choices))
+        return self._built(ctx, decision, gen, list(outs))
+
+    async def _discard(self, early: EarlyStart[EngineOutput] | None, why: str) -> None:
+        """Drop an early-started generation unread, abort it and count it (nothing without one)."""
+        if early is not None:
+            await early.discard()
+            self.metrics.early_discarded.labels(why).inc()
+
+    def _built(self, ctx: _Ctx, decision: GuardDecision, gen: Generation, outs: list[GuardDecision]) -> ChatResult:
+        choices = [gen.choices[i] for i in sorted(gen.choices)]
         worst = worst_decision(outs)
         headers = guard_headers(decision, worst, report=ctx.report) | {"x-request-id": ctx.request_id}
         built = []
@@ -174,7 +199,7 @@ class ServingChat:
             outcome = self.guard.outcome(out)
             if outcome.error is not None:
                 raise outcome.error
-            built.append(choice.build(outcome.refusal, logprobs=bool(req.logprobs)))
+            built.append(choice.build(outcome.refusal, logprobs=bool(ctx.req.logprobs)))
         body = ChatCompletionResponse(
             id=ctx.request_id, created=ctx.created, model=self.model_name, choices=built,
             usage=gen.usage(), safety=safety_field(decision, worst, report=ctx.report),
@@ -227,23 +252,26 @@ class ServingChat:
             self.metrics.tokens.labels("completion").inc(sum(o.completion_tokens for o in last.values()))
 
     def _stream(
-        self, ctx: _Ctx, engine_req: EngineRequest, prompt: GuardInput, decision: GuardDecision
+        self, ctx: _Ctx, outputs: AsyncIterable[EngineOutput], prompt: GuardInput, decision: GuardDecision,
+        early: EarlyStart[EngineOutput] | None,
     ) -> AsyncIterator[str]:
         """SSE events: each choice's role chunk, then what the stream guards release
-        (``service.serving.streaming.produce_sse``)."""
+        (``service.serving.streaming.produce_sse``). A timeout or a client gone aborts the engine request
+        (an early-started one is discarded: its reading task stops with it)."""
         first = [ctx.chunk(DeltaMessage(role="assistant", content=""), index=i) for i in range(ctx.n)]
-        return produce_sse(first, self._guarded_events(ctx, engine_req, prompt, decision),
+        return produce_sse(first, self._guarded_events(ctx, outputs, prompt, decision),
                            request_id=ctx.request_id, timeout_s=self.request_timeout_s,
-                           abort=lambda: self.engine.abort(ctx.request_id), metrics=self.metrics)
+                           abort=early.discard if early is not None else lambda: self.engine.abort(ctx.request_id),
+                           metrics=self.metrics)
 
     async def _guarded_events(
-        self, ctx: _Ctx, engine_req: EngineRequest, prompt: GuardInput, decision: GuardDecision
+        self, ctx: _Ctx, outputs: AsyncIterable[EngineOutput], prompt: GuardInput, decision: GuardDecision
     ) -> AsyncIterator[str]:
         """Chunks released by the stream guards of every choice, then each choice's final chunk."""
         choices = {i: StreamChoice(i, lambda: self.guard.stream(ctx.request_id, prompt, decision))
                    for i in range(ctx.n)}
         blocked = False
-        async for out in self.outputs(engine_req):
+        async for out in outputs:
             choice = choices.get(out.index)
             if choice is None or choice.ended:
                 continue  # a blocked choice's later deltas are dropped

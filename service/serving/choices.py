@@ -13,7 +13,7 @@ are held until the text they describe is released, and dropped with it on a bloc
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from service.engines.base import EngineOutput, TokenLogprob
@@ -129,7 +129,7 @@ class Generation:
         return usage_of(c.last for c in self.choices.values())
 
 
-async def collect(outputs: AsyncIterator[EngineOutput], n: int = 1) -> Generation:
+async def collect(outputs: AsyncIterable[EngineOutput], n: int = 1) -> Generation:
     """All outputs of a generation, by choice (every index 0 .. n-1 is present)."""
     gen = Generation({i: ChoiceText(i) for i in range(n)})
     async for out in outputs:

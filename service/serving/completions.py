@@ -12,27 +12,33 @@ A blocked prompt is not generated: its choices are the refusal with ``finish_rea
 streamed, it ends with ``content_filter`` and nothing unscored of it has been sent
 (``service.serving.choices.StreamChoice``). Streamed prompts are generated one after another; without
 streaming, concurrently. A client that leaves, or the request timeout, aborts every engine request.
+
+With ``--prompt-check during`` every prompt starts generating while it is scored (``EarlyStart``), so
+streamed prompts generate concurrently too and are released in order; a refused prompt's generation, or
+all of them when the request is rejected, are discarded unread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
 from models.backends import GuardInput
-from service.engines.base import ChatMessage, EngineRequest
+from service.engines.base import ChatMessage, EngineOutput, EngineRequest
 from service.engines.capabilities import RAW_PROMPT
 from service.errors import InvalidRequest, NotFound
 from service.guard import GuardDecision
 from service.protocol import CompletionChoice, CompletionRequest, CompletionResponse, SafetyVerdict, UsageInfo
 from service.serving.chat import ServingChat
 from service.serving.choices import StreamChoice, collect, usage_of, worst_decision
+from service.serving.early_start import EarlyStart
 from service.serving.sse import run_cancellable
 from service.serving.streaming import Served, produce_sse
 from service.serving.verdict_render import guard_headers, safety_field
@@ -50,6 +56,11 @@ class _Prompt:
     scored: GuardInput
     decision: GuardDecision | None = None
     refusal: str | None = None  # set when the guard refused the prompt
+    early: EarlyStart[EngineOutput] | None = None  # its generation, started during its check
+
+    def outputs(self, chat: ServingChat) -> AsyncIterable[EngineOutput]:
+        """Its engine outputs: the early-started ones, else a generation started now."""
+        return self.early if self.early is not None else chat.outputs(self.engine_req)
 
 
 def sse_completion(chunk: CompletionResponse) -> str:
@@ -93,13 +104,23 @@ class ServingCompletions:
             prompts.append(_Prompt(text, engine_req, chat.guard.prompt_input(messages)))
         for p in prompts:  # before the guard, as in chat
             await chat.engine.check_request(p.engine_req)
-        decisions = await asyncio.gather(*(chat.guard.check_input(request_id, p.scored) for p in prompts))
+        if chat.prompt_check == "during":  # each prompt generates while it is scored: service.serving.early_start
+            for p in prompts:
+                p.early = EarlyStart(chat.outputs(p.engine_req), functools.partial(chat.engine.abort,
+                                                                                   p.engine_req.request_id))
+        try:
+            decisions = await asyncio.gather(*(chat.guard.check_input(request_id, p.scored) for p in prompts))
+        except BaseException as exc:
+            await self._discard(prompts, "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed")
+            raise
         report = False
         for p, decision in zip(prompts, decisions, strict=True):
             outcome = chat.guard.outcome(decision)
             if outcome.error is not None:
+                await self._discard(prompts, "refused")
                 raise outcome.error
             p.decision, p.refusal, report = decision, outcome.refusal, outcome.report
+        await self._discard([p for p in prompts if p.refusal is not None], "refused")
         prompt_worst = worst_decision(decisions)
         headers = guard_headers(prompt_worst, report=report) | {"x-request-id": request_id}
         ctx = _Ctx(req, request_id, chat.model_name, params.n, report)
@@ -110,7 +131,7 @@ class ServingCompletions:
             return CompletionResult(stream=stream, headers=headers)
         live = [p for p in prompts if p.refusal is None]
         gens = await run_cancellable(
-            asyncio.gather(*(collect(chat.outputs(p.engine_req), params.n) for p in live)), None,
+            asyncio.gather(*(collect(p.outputs(chat), params.n) for p in live)), None,
             chat.request_timeout_s, lambda: self._abort(prompts))
         by_prompt = dict(zip(map(id, live), gens, strict=True))
         choices: list[CompletionChoice] = []
@@ -159,7 +180,7 @@ class ServingCompletions:
                 for i in range(n):
                     yield ctx.chunk(k * n + i, p.text)
             blocked = False
-            async for out in chat.outputs(p.engine_req):
+            async for out in p.outputs(chat):
                 choice = streams.get(out.index)
                 if choice is None or choice.ended:
                     continue
@@ -195,7 +216,17 @@ class ServingCompletions:
 
     async def _abort(self, prompts: list[_Prompt]) -> None:
         for p in prompts:
-            await self.chat.engine.abort(p.engine_req.request_id)
+            if p.early is not None:
+                await p.early.discard()  # stops its reading task, then aborts
+            else:
+                await self.chat.engine.abort(p.engine_req.request_id)
+
+    async def _discard(self, prompts: list[_Prompt], why: str) -> None:
+        """Drop the early generations of ``prompts`` unread and count them (nothing without early starts)."""
+        for p in prompts:
+            if p.early is not None:
+                await p.early.discard()
+                self.chat.metrics.early_discarded.labels(why).inc()
 
 
 @dataclass
