@@ -57,6 +57,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from percentiles import percentile  # loadtests/percentiles.py: a script's folder is on sys.path
+
 from service.launch import spaguard_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,16 +124,15 @@ def locust(base: str, users: int, seconds: float, out: Path, name: str, *, expec
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rounds of one side -> R: request-weighted percentiles, summed counts, rps over the rounds' time."""
+    """Rounds of one side -> R: percentiles over the rounds' pooled response times (exact, from the
+    locustfile's ``*_times_ms``), summed counts, rps over the rounds' time."""
     total = sum(r["requests"] for r in runs)
-
-    def weighted(key: str) -> float | None:
-        pairs = [(r[key], r["requests"]) for r in runs if r.get(key) is not None and r["requests"]]
-        return round(sum(v * n for v, n in pairs) / sum(n for _, n in pairs), 2) if pairs else None
-
+    http = [t for r in runs for t in r.get("http_times_ms", ())]
+    ttft = [t for r in runs for t in r.get("ttft_times_ms", ())]
     seconds = sum(r["requests"] / r["rps"] for r in runs if r["rps"])
-    return {"rps": round(total / seconds, 2) if seconds else 0.0, "p50_ms": weighted("p50_ms"),
-            "p95_ms": weighted("p95_ms"), "p99_ms": weighted("p99_ms"), "ttft_p50_ms": weighted("ttft_p50_ms"),
+    return {"rps": round(total / seconds, 2) if seconds else 0.0, "p50_ms": percentile(http, 0.50),
+            "p95_ms": percentile(http, 0.95), "p99_ms": percentile(http, 0.99),
+            "ttft_p50_ms": percentile(ttft, 0.50),
             "errors_5xx": sum(r["errors_5xx"] for r in runs), "requests": total,
             "misses": sum(r.get("misses", 0) for r in runs),
             "false_positives": sum(r.get("false_positives", 0) for r in runs)}

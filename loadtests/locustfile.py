@@ -14,10 +14,12 @@ table and the summary count them apart from transport errors and 5xx). ``--expec
 run with ``--guard-mode off``) skips the checks. A streamed request reports two entries: ``stream``
 (until ``data: [DONE]``) and ``stream_ttft`` (request type ``TTFT``: time until the first content token).
 
-At the end one line ``SLO {...}`` is printed (and, with ``--summary-json PATH``, written there):
-requests, rps, p50/p95/p99 of the HTTP entries, ttft_p50_ms, errors_5xx, misses, false_positives,
-rate_429, pass. The exit code is 1 when p95 is over ``--p95-ms``, the 429 share over ``--max-429-rate``, or
-any other failure happened (misses and false positives included).
+At the end one line ``SLO {...}`` is printed (and, with ``--summary-json PATH``, written there with every
+response time, ``http_times_ms`` and ``ttft_times_ms``): requests, rps, p50/p95/p99 of the HTTP entries,
+ttft_p50_ms, errors_5xx, misses, false_positives, rate_429, pass. The percentiles are exact (nearest rank
+over the measured times), not Locust's rounded histogram. The exit code is 1 when p95 is over
+``--p95-ms``, the 429 share over ``--max-429-rate``, or any other failure happened (misses and false
+positives included).
 
 Run headless against a local server (see ``loadtests/run.sh``)::
 
@@ -39,6 +41,7 @@ from typing import Any
 from locust import FastHttpUser, events, task
 from locust.env import Environment
 from locust.stats import StatsEntry
+from percentiles import percentile  # loadtests/percentiles.py: Locust imports this file with its folder on sys.path
 
 BENIGN_PROMPTS = (
     "Describe a good breakfast for a long hike.",
@@ -54,6 +57,14 @@ TASK_WEIGHTS = {"benign_text": 6, "harmful_text": 2, "image": 1, "stream": 2, "m
 MIXES = {"full": TASK_WEIGHTS, "benign": {"benign_text": 3, "stream": 1}}
 TTFT_TYPE = "TTFT"
 _COUNTS: dict[str, int] = {"total": 0, "429": 0, "5xx": 0, "miss": 0, "false_positive": 0}
+# Every response time as measured, by entry kind: the summary's percentiles come from these, exactly
+# (percentiles.py says why Locust's own are too coarse here).
+_TIMES: dict[str, list[float]] = {"http": [], "ttft": []}
+
+
+@events.request.add_listener
+def _record_time(request_type: str, response_time: float, **_: Any) -> None:
+    _TIMES["ttft" if request_type == TTFT_TYPE else "http"].append(float(response_time))
 
 
 @events.init_command_line_parser.add_listener
@@ -238,14 +249,11 @@ def summary(environment: Environment) -> dict[str, Any]:
         (ttft if entry.method == TTFT_TYPE else http).extend(entry)
     duration = max((stats.last_request_timestamp or 0) - (stats.start_time or 0), 1e-9)
 
-    def pct(entry: StatsEntry, q: float) -> float | None:
-        return float(entry.get_response_time_percentile(q)) if entry.num_requests else None
-
     return {
         "requests": http.num_requests,
         "rps": round(http.num_requests / duration, 2),
-        "p50_ms": pct(http, 0.50), "p95_ms": pct(http, 0.95), "p99_ms": pct(http, 0.99),
-        "ttft_p50_ms": pct(ttft, 0.50),
+        "p50_ms": percentile(_TIMES["http"], 0.50), "p95_ms": percentile(_TIMES["http"], 0.95),
+        "p99_ms": percentile(_TIMES["http"], 0.99), "ttft_p50_ms": percentile(_TIMES["ttft"], 0.50),
         "errors_5xx": _COUNTS["5xx"],
         "misses": _COUNTS["miss"], "false_positives": _COUNTS["false_positive"],
         "rate_429": round(_COUNTS["429"] / _COUNTS["total"], 4) if _COUNTS["total"] else 0.0,
@@ -263,7 +271,7 @@ def _check_slo(environment: Environment, **_: Any) -> None:
     ok = ok and out["other_failures"] == 0 and out["misses"] == 0 and out["false_positives"] == 0
     out["pass"] = ok
     print("SLO " + json.dumps(out))
-    if opts.summary_json:
+    if opts.summary_json:  # with every time, so rounds can be pooled (loadtests/compare.py)
         with open(opts.summary_json, "w") as fh:
-            json.dump(out, fh, indent=2)
+            json.dump({**out, "http_times_ms": _TIMES["http"], "ttft_times_ms": _TIMES["ttft"]}, fh)
     environment.process_exit_code = 0 if ok else 1
