@@ -9,6 +9,8 @@ imported only when chosen, so ``spaguard serve`` never imports the training stac
     spaguard eval-guard --data FILE.jsonl --out DIR       evaluate a harm classifier
     spaguard train-guard [--config FILE.yaml] ...         train / distill the harm classifier
     spaguard finetune-guard --config FILE.yaml            LoRA-fine-tune the classifier's encoder
+    spaguard crossval-guard --config FILE.yaml --out DIR  leave-one-dataset-out of a (frozen) recipe
+    spaguard crossval-finetune --config FILE.yaml         sources held out: LoRA vs frozen, same folds
     spaguard export-onnx --model DIR --out FILE.onnx      export the classifier to ONNX
     spaguard triton-repo --out DIR                        a Triton model repository of the classifier
     spaguard train-dpo  training/configs/<recipe>.yaml    align a VLM with DPO
@@ -30,7 +32,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "eval-guard": ("training.guard.evaluate", "evaluate a harm classifier on guard-schema JSONL"),
     "train-guard": ("training.guard.distill", "train / distill the harm classifier"),
     "finetune-guard": ("training.guard.finetune", "LoRA fine-tune of the classifier's encoder (warm start)"),
-    "crossval-guard": ("training.guard.lodo_report", "leave-one-dataset-out of a classifier recipe (per source + macro)"),
+    "crossval-guard": ("training.guard.lodo_report",
+                       "leave-one-dataset-out of a classifier recipe (per source + macro)"),
+    "crossval-finetune": ("training.guard.lodo_finetune",
+                          "sources held out for the LoRA fine-tune, the frozen recipe on the same folds"),
     "export-onnx": ("models.export_onnx", "export a classifier artifact to ONNX"),
     "triton-repo": ("models.triton_repo", "write a Triton model repository of the classifier's ONNX graph"),
     "train-dpo": ("training.align.dpo", "align a VLM with DPO from a YAML recipe"),
