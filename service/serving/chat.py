@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -58,7 +58,7 @@ from service.protocol import (
     SafetyVerdict,
     UsageInfo,
 )
-from service.serving.choices import Generation, StreamChoice, collect, usage_of, worst_decision
+from service.serving.choices import StreamChoice, collect, usage_of, worst_decision
 from service.serving.early_start import EarlyStart
 from service.serving.messages import scored_messages, to_engine_messages
 from service.serving.sse import DONE, run_cancellable, sse
@@ -173,25 +173,16 @@ class ServingChat:
             await self._discard(early, "refused")
             return self._blocked_prompt(ctx, decision, outcome, headers)
         outputs = early if early is not None else self.outputs(engine_req)
+        # A timeout or a client gone aborts the engine request; an early start's reading task stops with it.
+        abort = early.discard if early is not None else lambda: self.engine.abort(ctx.request_id)
         if req.stream:
-            return ChatResult(stream=self._stream(ctx, outputs, prompt, decision, early), headers=headers)
-        gen = await run_cancellable(  # the client is watched by create_chat_completion; a timeout or a client
-            collect(outputs, ctx.n), None, self.request_timeout_s,  # gone stops an early start's reader too
-            early.discard if early is not None else lambda: self.engine.abort(ctx.request_id),
-        )
+            return ChatResult(stream=self._stream(ctx, outputs, prompt, decision, abort), headers=headers)
+        gen = await run_cancellable(  # the client is watched by create_chat_completion
+            collect(outputs, ctx.n), None, self.request_timeout_s, abort)
         choices = [gen.choices[i] for i in sorted(gen.choices)]
         outs = await asyncio.gather(*(
             self.guard.check_output(ctx.request_id, prompt, decision, c.scored_text()) for c in choices))
-        return self._built(ctx, decision, gen, list(outs))
 
-    async def _discard(self, early: EarlyStart[EngineOutput] | None, why: str) -> None:
-        """Drop an early-started generation unread, abort it and count it (nothing without one)."""
-        if early is not None:
-            await early.discard()
-            self.metrics.early_discarded.labels(why).inc()
-
-    def _built(self, ctx: _Ctx, decision: GuardDecision, gen: Generation, outs: list[GuardDecision]) -> ChatResult:
-        choices = [gen.choices[i] for i in sorted(gen.choices)]
         worst = worst_decision(outs)
         headers = guard_headers(decision, worst, report=ctx.report) | {"x-request-id": ctx.request_id}
         built = []
@@ -199,12 +190,18 @@ class ServingChat:
             outcome = self.guard.outcome(out)
             if outcome.error is not None:
                 raise outcome.error
-            built.append(choice.build(outcome.refusal, logprobs=bool(ctx.req.logprobs)))
+            built.append(choice.build(outcome.refusal, logprobs=bool(req.logprobs)))
         body = ChatCompletionResponse(
             id=ctx.request_id, created=ctx.created, model=self.model_name, choices=built,
             usage=gen.usage(), safety=safety_field(decision, worst, report=ctx.report),
         )
         return ChatResult(body=body, headers=headers)
+
+    async def _discard(self, early: EarlyStart[EngineOutput] | None, why: str) -> None:
+        """Drop an early-started generation unread, abort it and count it (nothing without one)."""
+        if early is not None:
+            await early.discard()
+            self.metrics.early_discarded.labels(why).inc()
 
     def _blocked_prompt(
         self, ctx: _Ctx, decision: GuardDecision, outcome: Outcome, headers: dict[str, str]
@@ -253,15 +250,13 @@ class ServingChat:
 
     def _stream(
         self, ctx: _Ctx, outputs: AsyncIterable[EngineOutput], prompt: GuardInput, decision: GuardDecision,
-        early: EarlyStart[EngineOutput] | None,
+        abort: Callable[[], Awaitable[None]],
     ) -> AsyncIterator[str]:
         """SSE events: each choice's role chunk, then what the stream guards release
-        (``service.serving.streaming.produce_sse``). A timeout or a client gone aborts the engine request
-        (an early-started one is discarded: its reading task stops with it)."""
+        (``service.serving.streaming.produce_sse``); ``abort`` on a timeout or a client gone."""
         first = [ctx.chunk(DeltaMessage(role="assistant", content=""), index=i) for i in range(ctx.n)]
         return produce_sse(first, self._guarded_events(ctx, outputs, prompt, decision),
-                           request_id=ctx.request_id, timeout_s=self.request_timeout_s,
-                           abort=early.discard if early is not None else lambda: self.engine.abort(ctx.request_id),
+                           request_id=ctx.request_id, timeout_s=self.request_timeout_s, abort=abort,
                            metrics=self.metrics)
 
     async def _guarded_events(

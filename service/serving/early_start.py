@@ -43,11 +43,6 @@ class EarlyStart(Generic[T]):
             return
         self._queue.put_nowait((_END, None))
 
-    @property
-    def buffered(self) -> int:
-        """Outputs read from the engine and not yet handed on."""
-        return self._queue.qsize()
-
     async def __aiter__(self) -> AsyncIterator[T]:
         if self._iterated or self._discarded:
             raise RuntimeError("an EarlyStart is iterated once, and never after discard()")
