@@ -152,8 +152,10 @@ async def test_server_down_is_unavailable_503() -> None:
 # --- The whole guarded endpoint in front of the real vLLM, driven by the official openai client ---
 
 
-async def _guarded_client(upstream_url: str, artifact: Path, engine: OpenAIUpstreamEngine | None = None, **settings):
-    """``(lifespan, openai.AsyncOpenAI)`` for the in-process SPA-Guard app proxying to vLLM."""
+async def _guarded_client(upstream_url: str, artifact: Path, engine: OpenAIUpstreamEngine | None = None,
+                          backend=None, **settings):
+    """``(lifespan, openai.AsyncOpenAI)`` for the in-process SPA-Guard app proxying to vLLM (``backend``: a
+    scoring backend in place of the one the settings would load)."""
     import openai
     from asgi_lifespan import LifespanManager
 
@@ -163,7 +165,7 @@ async def _guarded_client(upstream_url: str, artifact: Path, engine: OpenAIUpstr
     app = build_app(ServeSettings(
         engine="openai", upstream_url=upstream_url, model=MODEL, guard_backend="torch",
         guard_artifact=artifact, guard_threads=1, **settings,
-    ), engine=engine)  # fmt: skip
+    ), engine=engine, backend=backend)  # fmt: skip
     manager = LifespanManager(app, startup_timeout=120)  # guard load + warm-up: seconds on a busy box
     await manager.__aenter__()
     http = httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://spaguard")
@@ -178,6 +180,7 @@ def guard_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     return {
         "none": tiny_guard_artifact(root, prompt=False, response=False),
         "response": tiny_guard_artifact(root, prompt=False, response=True),
+        "prompt": tiny_guard_artifact(root, prompt=True, response=False),
     }
 
 
@@ -284,3 +287,88 @@ async def test_openai_surface_through_vllm_n_logprobs_logit_bias_and_completions
     finally:
         await client.close()
         await manager.__aexit__(None, None, None)
+
+
+# --- --prompt-check during in front of the real vLLM (the twin of tests/integration/test_prompt_check_during.py) ---
+
+
+class _SlowPromptBackend:
+    """The real torch backend of a tiny artifact whose prompt checks take ``delay_s`` longer: generation in
+    vLLM then visibly runs while the prompt is scored. Everything else is the real backend's."""
+
+    def __init__(self, artifact: Path, delay_s: float) -> None:
+        from models.backends import load_backend
+
+        self._real, self._delay = load_backend("torch", artifact, threads=1), delay_s
+
+    def score(self, batch):
+        import time
+
+        if any(item.response is None for item in batch):
+            time.sleep(self._delay)  # runs in the batcher's worker thread, as a slow classifier would
+        return self._real.score(batch)
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+
+async def _chat_both_ways(client, text: str, max_tokens: int) -> tuple[str, str]:
+    messages = [{"role": "user", "content": text}]
+    done = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=max_tokens, temperature=0)
+    stream = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=max_tokens,
+                                                  temperature=0, stream=True)
+    streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    return done.choices[0].message.content, streamed
+
+
+async def test_prompt_check_during_gives_vllms_answers_unchanged(upstream_url: str, guard_artifacts) -> None:
+    answers = {}
+    for mode in ("before", "during"):
+        manager, client = await _guarded_client(upstream_url, guard_artifacts["none"], prompt_check=mode)
+        try:
+            answers[mode] = await _chat_both_ways(client, "Tell me a story.", 24)
+        finally:
+            await client.close()
+            await manager.__aexit__(None, None, None)
+    assert answers["before"] == answers["during"]  # greedy: the same answer, body and stream, in both modes
+    assert answers["during"][0] and answers["during"][0] == answers["during"][1]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["body", "stream"])
+async def test_a_refused_prompt_stops_vllms_early_generation_unread(
+    upstream_url: str, guard_artifacts, stream: bool
+) -> None:
+    from tests.hardening import metric
+
+    engine = _engine(upstream_url)
+    aborted: list[str] = []
+    real_abort = engine.abort
+
+    async def recording_abort(request_id: str) -> None:
+        aborted.append(request_id)
+        await real_abort(request_id)
+
+    engine.abort = recording_abort  # type: ignore[method-assign]
+    backend = _SlowPromptBackend(guard_artifacts["prompt"], delay_s=1.5)  # flags every prompt, 1.5 s late
+    async with _engine(upstream_url) as probe:  # the whole greedy answer: what an unstopped generation costs
+        full = await _run(probe, _req("full", LONG_PROMPT, max_tokens=230))
+    n_full, opening = full[-1].completion_tokens, "".join(o.text for o in full)[:24]
+    before = await _generated_tokens(upstream_url)
+    manager, client = await _guarded_client(upstream_url, guard_artifacts["prompt"], engine=engine, backend=backend,
+                                            prompt_check="during")
+    try:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": LONG_PROMPT}], "max_tokens": 230,
+                "temperature": 0, "stream": stream}
+        r = await _post(manager, "/v1/chat/completions", body)
+        await asyncio.sleep(1.0)  # let vLLM notice the closed stream and update its counters
+        generated = await _generated_tokens(upstream_url) - before
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://spaguard") as http:
+            text = (await http.get("/metrics")).text
+    finally:
+        await client.close()
+        await manager.__aexit__(None, None, None)
+    assert r.status_code == 200 and "content_filter" in r.text
+    assert opening.strip() and opening not in r.text  # nothing vLLM generated early was released
+    assert len(aborted) == 1  # the early generation was aborted upstream
+    assert 0 < generated < n_full  # vLLM had started (during) and was stopped, not run to the end
+    assert metric(text, "guard_early_generations_discarded_total", why="refused") == 1
