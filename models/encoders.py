@@ -7,12 +7,14 @@ Contract
 * ``load_text_encoder`` / ``load_tokenizer`` give the ``AutoModel`` and its fast tokenizer;
   ``load_image_encoder`` / ``load_image_processor`` give a CLIP / SigLIP vision tower (from a full
   or vision-only checkpoint) and its image processor.
-* ``build_tiny_text_encoder`` / ``build_tiny_image_encoder`` write tiny random models (hidden 32,
-  2 layers, fixed seed) for tests and smoke runs: no downloads.
+* ``build_tiny_text_encoder`` / ``build_tiny_decoder_encoder`` / ``build_tiny_image_encoder`` write tiny random
+  models (a BERT, a Llama decoder, a CLIP vision tower; hidden 32, 2 layers, fixed seed) for tests and smoke
+  runs: no downloads.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,27 @@ def build_tiny_text_encoder(out_dir: str | Path, seed: int = 0, hidden: int = 32
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def build_tiny_decoder_encoder(out_dir: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """Write a tiny random Llama decoder (the architecture of the SmolLM2 student candidate) to ``out_dir``, with
+    MiniLM's tokenizer told to emit no ``token_type_ids`` (a decoder takes none, as SmolLM2's own tokenizer)."""
+    from transformers import LlamaConfig, LlamaModel
+
+    out = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(MINILM_ALIAS), use_fast=True)
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        num_key_value_heads=1, intermediate_size=2 * hidden, max_position_embeddings=512,
+    )
+    torch.manual_seed(seed)
+    LlamaModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    # NOTE: save_pretrained does not write model_input_names; the tokenizer config carries it on load.
+    cfg_file = out / "tokenizer_config.json"
+    names = {"model_input_names": ["input_ids", "attention_mask"]}
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), **names}))
     return out
 
 

@@ -11,6 +11,7 @@ imported only when chosen, so ``spaguard serve`` never imports the training stac
     spaguard finetune-guard --config FILE.yaml            LoRA-fine-tune the classifier's encoder
     spaguard crossval-guard --config FILE.yaml --out DIR  leave-one-dataset-out of a (frozen) recipe
     spaguard crossval-finetune --config FILE.yaml         sources held out: LoRA vs frozen, same folds
+    spaguard compare-students --config FILE.yaml          students fine-tuned alike, held out, timed
     spaguard export-onnx --model DIR --out FILE.onnx      export the classifier to ONNX
     spaguard triton-repo --out DIR                        a Triton model repository of the classifier
     spaguard train-dpo  training/configs/<recipe>.yaml    align a VLM with DPO
@@ -36,6 +37,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
                        "leave-one-dataset-out of a classifier recipe (per source + macro)"),
     "crossval-finetune": ("training.guard.lodo_finetune",
                           "sources held out for the LoRA fine-tune, the frozen recipe on the same folds"),
+    "compare-students": ("training.guard.student_compare",
+                         "encoders fine-tuned alike, scored on held-out sources, timed side by side"),
     "export-onnx": ("models.export_onnx", "export a classifier artifact to ONNX"),
     "triton-repo": ("models.triton_repo", "write a Triton model repository of the classifier's ONNX graph"),
     "train-dpo": ("training.align.dpo", "align a VLM with DPO from a YAML recipe"),

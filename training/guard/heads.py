@@ -116,8 +116,10 @@ def encode_items(model, items: list[GuardInput], cfg: DistillConfig) -> torch.Te
 
 
 def build_head_data(model, examples: list[GuardExample], pairs: list[PreferencePair],
-                    cfg: DistillConfig) -> HeadData:
-    """One item per (example, task) with a hard or soft label; features from ``encode_items``."""
+                    cfg: DistillConfig, *, encode: bool = True) -> HeadData:
+    """One item per (example, task) with a hard or soft label; features from ``encode_items``.
+    ``encode=False``: labels, weights and groups only (``x`` and ``pair_x`` have no columns), for jobs that run
+    every item through a fine-tuned encoder anyway (``training.guard.student_compare``)."""
     items, rows = [], []
     for ex in examples:
         for t, task in enumerate(("prompt", "response")):
@@ -130,7 +132,7 @@ def build_head_data(model, examples: list[GuardExample], pairs: list[PreferenceP
     if not rows:
         raise ValueError("no labelled items: every example lacks hard and soft labels")
     pair_items = [GuardInput(p.prompt, p.images, r) for p in pairs for r in (p.chosen, p.rejected)]
-    x = encode_items(model, items + pair_items, cfg)
+    x = encode_items(model, items + pair_items, cfg) if encode else torch.zeros(len(items) + len(pair_items), 0)
     groups = [r[5].group for r in rows]
     counts = {g: groups.count(g) for g in set(groups)}
     # a source's label weight (training.guard.packs: set-level labels below per-item human ones) scales

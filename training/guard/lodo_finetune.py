@@ -77,7 +77,8 @@ def deal_sources(sources: list[str], folds: int, seed: int) -> list[list[str]]:
     return [f for f in dealt if f]
 
 
-def _record(preds: dict[int, tuple[float, bool]], logits: np.ndarray, idx: np.ndarray, data, cal: dict) -> None:
+def record(preds: dict[int, tuple[float, bool]], logits: np.ndarray, idx: np.ndarray, data, cal: dict) -> None:
+    """Store each of ``idx``'s calibrated probability and verdict (its own task's) under its item index."""
     for i, z in zip(idx, logits):
         task = TASKS[int(data.task[i])]
         p = float(sigmoid(z, cal["temperature"][task]))
@@ -120,7 +121,7 @@ def run(cfg: LodoFinetuneConfig, argv: list[str] | None = None) -> dict[str, Any
         train = np.flatnonzero(~np.isin(groups, fold) & ~np.isin(clusters, clusters[held]))
         fit_idx, cal_idx = split_items(data, train, cfg.calib_fraction, cfg.seed, cfg.calib_sources)
         cal_frozen, _ = train_and_calibrate(frozen, data, fit_idx, cal_idx, warm)
-        _record(preds["frozen"], predict_heads(frozen, data, held)["task"], held, data, cal_frozen)
+        record(preds["frozen"], predict_heads(frozen, data, held)["task"], held, data, cal_frozen)
         lora = build_lora_model(cfg, frozen)
         t_fold = time.perf_counter()
         finetune(lora, items, pair_items, data, fit_idx, cfg)
@@ -128,7 +129,7 @@ def run(cfg: LodoFinetuneConfig, argv: list[str] | None = None) -> dict[str, Any
         out = predict_items(lora, items, both, data.task)
         c = len(cal_idx)
         cal_lora = calibrate_arm(data, cal_idx, {key: v[:c] for key, v in out.items()}, lora.config.node_keys, cfg)
-        _record(preds["lora"], out["task"][c:], held, data, cal_lora)
+        record(preds["lora"], out["task"][c:], held, data, cal_lora)
         fold_log.append({"sources": fold, "held_out": int(len(held)), "trained": int(len(fit_idx)),
                          "calibrated": int(len(cal_idx)), "finetune_seconds": round(time.perf_counter() - t_fold, 1)})
         print(f"crossval-finetune: fold {k + 1}/{len(folds)} done ({', '.join(fold)})", file=sys.stderr)
