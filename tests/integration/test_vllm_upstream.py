@@ -152,6 +152,21 @@ async def test_server_down_is_unavailable_503() -> None:
 # --- The whole guarded endpoint in front of the real vLLM, driven by the official openai client ---
 
 
+def _recording_engine(url: str) -> tuple[OpenAIUpstreamEngine, list[str]]:
+    """An upstream engine whose aborts are recorded (and still sent: closing the vLLM stream stops vLLM, shown
+    by ``test_abort_mid_stream_stops_generation_in_vllm``)."""
+    engine = _engine(url)
+    aborted: list[str] = []
+    real_abort = engine.abort
+
+    async def recording_abort(request_id: str) -> None:
+        aborted.append(request_id)
+        await real_abort(request_id)
+
+    engine.abort = recording_abort  # type: ignore[method-assign]
+    return engine, aborted
+
+
 async def _guarded_client(upstream_url: str, artifact: Path, engine: OpenAIUpstreamEngine | None = None,
                           backend=None, **settings):
     """``(lifespan, openai.AsyncOpenAI)`` for the in-process SPA-Guard app proxying to vLLM (``backend``: a
@@ -208,15 +223,7 @@ async def test_guarded_endpoint_proxies_vllm_for_the_openai_sdk(
 async def test_guard_cuts_a_vllm_stream_and_aborts_it_upstream(
     upstream_url: str, guard_artifacts: dict[str, Path]
 ) -> None:
-    engine = _engine(upstream_url)
-    aborted: list[str] = []
-    real_abort = engine.abort
-
-    async def recording_abort(request_id: str) -> None:
-        aborted.append(request_id)
-        await real_abort(request_id)  # closes the vLLM stream (shown to stop vLLM: test above)
-
-    engine.abort = recording_abort  # type: ignore[method-assign]
+    engine, aborted = _recording_engine(upstream_url)
     # A small hold-back window: the first scoring happens after a few characters.
     manager, client = await _guarded_client(
         upstream_url, guard_artifacts["response"], engine=engine, stream_holdback_chars=4
@@ -340,15 +347,7 @@ async def test_a_refused_prompt_stops_vllms_early_generation_unread(
 ) -> None:
     from tests.hardening import metric
 
-    engine = _engine(upstream_url)
-    aborted: list[str] = []
-    real_abort = engine.abort
-
-    async def recording_abort(request_id: str) -> None:
-        aborted.append(request_id)
-        await real_abort(request_id)
-
-    engine.abort = recording_abort  # type: ignore[method-assign]
+    engine, aborted = _recording_engine(upstream_url)
     backend = _SlowPromptBackend(guard_artifacts["prompt"], delay_s=1.5)  # flags every prompt, 1.5 s late
     async with _engine(upstream_url) as probe:  # the whole greedy answer: what an unstopped generation costs
         full = await _run(probe, _req("full", LONG_PROMPT, max_tokens=230))

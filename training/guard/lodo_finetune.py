@@ -137,11 +137,16 @@ def run(cfg: LodoFinetuneConfig, argv: list[str] | None = None) -> dict[str, Any
               "data": counts, "encoder": cfg.encoder, "seed": cfg.seed,
               "command": "spaguard crossval-finetune " + " ".join(argv if argv is not None else sys.argv[1:]),
               "seconds": round(time.perf_counter() - t0, 1)}
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "lodo_finetune.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "lodo_finetune.md").write_text(markdown(report))
+    write_report(cfg.output_dir, "lodo_finetune", report, markdown(report))
     return report
+
+
+def write_report(output_dir: str | Path, stem: str, report: dict[str, Any], md: str) -> None:
+    """``output_dir/stem.json`` (the report, indented) and ``output_dir/stem.md``; the folder is created."""
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(md)
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +45,7 @@ from training.guard.crossval import lodo_markdown
 from training.guard.distill import load_examples
 from training.guard.finetune import FinetuneConfig, calibrate_arm, finetune, labelled_items, predict_items, resolve_ocr
 from training.guard.heads import build_head_data, build_model
-from training.guard.lodo_finetune import TASKS, arm_report, deal_sources, record
+from training.guard.lodo_finetune import TASKS, arm_report, deal_sources, record, write_report
 from training.guard.recipe_cli import recipe_main
 
 MINILM_TARGETS = ["query", "key", "value", "dense"]
@@ -201,10 +199,7 @@ def run(cfg: StudentCompareConfig, argv: list[str] | None = None) -> dict[str, A
               "threads": cfg.threads, "max_train_items": cfg.max_train_items, "epochs": cfg.epochs,
               "command": "spaguard compare-students " + " ".join(argv if argv is not None else sys.argv[1:]),
               "seconds": round(time.perf_counter() - t0, 1)}
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "student_compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "student_compare.md").write_text(markdown(report))
+    write_report(cfg.output_dir, "student_compare", report, markdown(report))
     return report
 
 
