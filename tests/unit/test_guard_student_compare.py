@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.guard import student_compare
+from training.guard import lodo_finetune, student_compare
 from training.guard.lodo_finetune import deal_sources
 from training.guard.student_compare import LLAMA_TARGETS, StudentCompareConfig, measure_latency
 
@@ -51,7 +51,7 @@ def test_the_tiny_decoder_takes_no_token_type_ids(recipe):
 def test_chosen_folds_are_held_out_from_every_student_trained_alike(recipe, monkeypatch):
     root, bert, llama, args = recipe
     calls: list[dict] = []
-    real_finetune = student_compare.finetune
+    real_finetune = lodo_finetune.finetune
 
     def spy(model, items, pair_items, data, fit_idx, cfg):
         # fresh, seeded heads: every student's trunk starts from the same draw for its input width
@@ -60,7 +60,7 @@ def test_chosen_folds_are_held_out_from_every_student_trained_alike(recipe, monk
                       "trunk0": model.trunk[0].weight.detach().clone()})
         return real_finetune(model, items, pair_items, data, fit_idx, cfg)
 
-    monkeypatch.setattr(student_compare, "finetune", spy)
+    monkeypatch.setattr(lodo_finetune, "finetune", spy)  # every student's fine-tune goes through it
     assert student_compare.main(args) == 0
     report = json.loads((root / "out" / "student_compare.json").read_text())
     folds = deal_sources(["set0", "set1", "set2"], 3, seed=0)

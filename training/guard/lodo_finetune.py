@@ -77,6 +77,45 @@ def deal_sources(sources: list[str], folds: int, seed: int) -> list[list[str]]:
     return [f for f in dealt if f]
 
 
+def fold_split(data, fold: list[str], cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(held, fit_idx, cal_idx)`` for one fold: every item of ``fold``'s sources is held out; nothing sharing a
+    near-copy cluster with them trains or calibrates; the rest is cut by ``calibrate.split_items``."""
+    groups, clusters = np.array(data.groups), np.array(data.cv_groups)
+    held = np.flatnonzero(np.isin(groups, fold))
+    train = np.flatnonzero(~np.isin(groups, fold) & ~np.isin(clusters, clusters[held]))
+    fit_idx, cal_idx = split_items(data, train, cfg.calib_fraction, cfg.seed, cfg.calib_sources)
+    return held, fit_idx, cal_idx
+
+
+def finetune_and_score(model, items, pair_items, data, split: tuple[np.ndarray, np.ndarray, np.ndarray],
+                       cfg: FinetuneConfig, preds: dict[int, tuple[float, bool]]) -> float:
+    """Fine-tune ``model`` on ``fit_idx``, calibrate it on ``cal_idx`` as train-guard does, and ``record`` its
+    held-out verdicts into ``preds``; ``split`` is ``(fit_idx, cal_idx, held)``. Returns the fine-tune's seconds."""
+    fit_idx, cal_idx, held = split
+    t0 = time.perf_counter()
+    finetune(model, items, pair_items, data, fit_idx, cfg)
+    seconds = round(time.perf_counter() - t0, 1)
+    out = predict_items(model, items, np.concatenate([cal_idx, held]), data.task)
+    c = len(cal_idx)
+    cal = calibrate_arm(data, cal_idx, {key: v[:c] for key, v in out.items()}, model.config.node_keys, cfg)
+    record(preds, out["task"][c:], held, data, cal)
+    return seconds
+
+
+def macro_rows(label: str, reports: dict[str, dict[str, Any]]) -> list[str]:
+    """A markdown table of each report's macro row per task, one line per (name, task)."""
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"| {label} | task | sources | recall | FPR | F1 | AUROC |", "|---|---|---|---|---|---|---|"]
+    for name, rep in reports.items():
+        for task in TASKS:
+            m = rep.get(f"{task}_macro")
+            if m:
+                n = len(rep[f"{task}_by_dataset"])
+                lines.append(f"| {name} | {task} | {n} | {fmt(m['recall'])} | {fmt(m['fpr'])} | {fmt(m['f1'])} | "
+                             f"{fmt(m['auroc'])} |")
+    return lines
+
+
 def record(preds: dict[int, tuple[float, bool]], logits: np.ndarray, idx: np.ndarray, data, cal: dict) -> None:
     """Store each of ``idx``'s calibrated probability and verdict (its own task's) under its item index."""
     for i, z in zip(idx, logits):
@@ -111,27 +150,18 @@ def run(cfg: LodoFinetuneConfig, argv: list[str] | None = None) -> dict[str, Any
     if len(items) != data.n:
         raise ValueError(f"item order drifted from build_head_data ({len(items)} != {data.n})")
     items, pair_items = resolve_ocr(frozen, items), resolve_ocr(frozen, pair_items)
-    groups, clusters = np.array(data.groups), np.array(data.cv_groups)
     folds = deal_sources(sorted(set(data.groups)), cfg.source_folds, cfg.seed)
     preds: dict[str, dict[int, tuple[float, bool]]] = {"frozen": {}, "lora": {}}
     warm = dataclasses.replace(cfg, epochs=cfg.warm_epochs)
     fold_log = []
     for k, fold in enumerate(folds):
-        held = np.flatnonzero(np.isin(groups, fold))
-        train = np.flatnonzero(~np.isin(groups, fold) & ~np.isin(clusters, clusters[held]))
-        fit_idx, cal_idx = split_items(data, train, cfg.calib_fraction, cfg.seed, cfg.calib_sources)
+        held, fit_idx, cal_idx = fold_split(data, fold, cfg)
         cal_frozen, _ = train_and_calibrate(frozen, data, fit_idx, cal_idx, warm)
         record(preds["frozen"], predict_heads(frozen, data, held)["task"], held, data, cal_frozen)
-        lora = build_lora_model(cfg, frozen)
-        t_fold = time.perf_counter()
-        finetune(lora, items, pair_items, data, fit_idx, cfg)
-        both = np.concatenate([cal_idx, held])
-        out = predict_items(lora, items, both, data.task)
-        c = len(cal_idx)
-        cal_lora = calibrate_arm(data, cal_idx, {key: v[:c] for key, v in out.items()}, lora.config.node_keys, cfg)
-        record(preds["lora"], out["task"][c:], held, data, cal_lora)
+        seconds = finetune_and_score(build_lora_model(cfg, frozen), items, pair_items, data, (fit_idx, cal_idx, held),
+                                     cfg, preds["lora"])
         fold_log.append({"sources": fold, "held_out": int(len(held)), "trained": int(len(fit_idx)),
-                         "calibrated": int(len(cal_idx)), "finetune_seconds": round(time.perf_counter() - t_fold, 1)})
+                         "calibrated": int(len(cal_idx)), "finetune_seconds": seconds})
         print(f"crossval-finetune: fold {k + 1}/{len(folds)} done ({', '.join(fold)})", file=sys.stderr)
     report = {"folds": fold_log, "frozen": arm_report(data, preds["frozen"]), "lora": arm_report(data, preds["lora"]),
               "data": counts, "encoder": cfg.encoder, "seed": cfg.seed,
@@ -157,16 +187,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     """Macro rows side by side, then each arm's per-source tables."""
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| arm | task | sources | recall | FPR | F1 | AUROC |", "|---|---|---|---|---|---|---|"]
-    for arm in ("frozen", "lora"):
-        for task in TASKS:
-            m = report[arm].get(f"{task}_macro")
-            if m:
-                n = len(report[arm][f"{task}_by_dataset"])
-                lines.append(f"| {arm} | {task} | {n} | {fmt(m['recall'])} | {fmt(m['fpr'])} | {fmt(m['f1'])} | "
-                             f"{fmt(m['auroc'])} |")
-    lines.append("")
+    lines = macro_rows("arm", {arm: report[arm] for arm in ("frozen", "lora")}) + [""]
     for arm in ("frozen", "lora"):
         lines += [f"### {arm}", "", lodo_markdown(report[arm])]
     return "\n".join(lines)

@@ -12,7 +12,8 @@ Contract
   (``lodo_finetune.deal_sources``, same seed); ``run_folds`` picks which are held out ([] = all). Every item of a
   held-out fold's sources, and every item sharing a near-copy cluster with them, neither trains nor calibrates.
 * Every student gets the **same** inner split (``calibrate.split_items``), the same training items per epoch
-  (``max_train_items``, seeded), the same losses and optimiser settings (``finetune.finetune``), and starts from
+  (``max_train_items``, seeded), the same losses and optimiser settings (``lodo_finetune.finetune_and_score``,
+  the LoRA arm's own steps), and starts from
   **freshly initialised heads** (seeded) with LoRA adapters on ``student_lora_targets``: no student has a warm
   start the other lacks (a frozen warm start would need every item encoded by each encoder first, which for a
   135M-parameter decoder costs more than the fine-tune on the 2-core box). Each is calibrated on the inner part
@@ -39,16 +40,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.guard.calibrate import split_items
 from training.guard.config import config_field
 from training.guard.crossval import lodo_markdown
 from training.guard.distill import load_examples
-from training.guard.finetune import FinetuneConfig, calibrate_arm, finetune, labelled_items, predict_items, resolve_ocr
+from training.guard.finetune import FinetuneConfig, labelled_items, resolve_ocr
 from training.guard.heads import build_head_data, build_model
-from training.guard.lodo_finetune import TASKS, arm_report, deal_sources, record, write_report
+from training.guard.lodo_finetune import (TASKS, arm_report, deal_sources, finetune_and_score, fold_split, macro_rows,
+                                          write_report)
 from training.guard.recipe_cli import recipe_main
 
-MINILM_TARGETS = ["query", "key", "value", "dense"]
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -155,7 +155,6 @@ def run(cfg: StudentCompareConfig, argv: list[str] | None = None) -> dict[str, A
         raise ValueError(f"item order drifted from build_head_data ({len(items)} != {data.n})")
     items, pair_items = resolve_ocr(labeller, items), resolve_ocr(labeller, pair_items)
     del labeller
-    groups, clusters = np.array(data.groups), np.array(data.cv_groups)
     folds = deal_sources(sorted(set(data.groups)), cfg.source_folds, cfg.seed)
     chosen = sorted(set(cfg.run_folds)) if cfg.run_folds else list(range(len(folds)))
     if any(k >= len(folds) for k in chosen):
@@ -164,23 +163,15 @@ def run(cfg: StudentCompareConfig, argv: list[str] | None = None) -> dict[str, A
     fold_log, held_prompts = [], []
     for k in chosen:
         fold = folds[k]
-        held = np.flatnonzero(np.isin(groups, fold))
-        train = np.flatnonzero(~np.isin(groups, fold) & ~np.isin(clusters, clusters[held]))
-        fit_idx, cal_idx = split_items(data, train, cfg.calib_fraction, cfg.seed, cfg.calib_sources)
+        held, fit_idx, cal_idx = fold_split(data, fold, cfg)
         held_prompts += [items[i].text for i in held if data.task[i] == 0 and items[i].text.strip()]
         entry: dict[str, Any] = {"fold": k, "sources": fold, "held_out": int(len(held)), "trained": int(len(fit_idx)),
                                  "calibrated": int(len(cal_idx)), "finetune_seconds": {}}
         for student in cfg.students:
             model = build_student(cfg, student, targets[student], node_keys)
-            t_fit = time.perf_counter()
-            finetune(model, items, pair_items, data, fit_idx, cfg)
-            entry["finetune_seconds"][student] = round(time.perf_counter() - t_fit, 1)
-            both = np.concatenate([cal_idx, held])
-            out = predict_items(model, items, both, data.task)
-            c = len(cal_idx)
-            cal = calibrate_arm(data, cal_idx, {key: v[:c] for key, v in out.items()}, node_keys, cfg)
-            record(preds[student], out["task"][c:], held, data, cal)
-            del model
+            entry["finetune_seconds"][student] = finetune_and_score(model, items, pair_items, data,
+                                                                    (fit_idx, cal_idx, held), cfg, preds[student])
+            del model  # a 135M-parameter student: free it before the next one is built
             gc.collect()
             print(f"compare-students: fold {k} ({', '.join(fold)}): {student} done", file=sys.stderr)
         fold_log.append(entry)
@@ -211,15 +202,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     """Macro rows and latency side by side, then each student's per-source tables."""
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| student | task | sources | recall | FPR | F1 | AUROC |", "|---|---|---|---|---|---|---|"]
-    for student, rep in report["students"].items():
-        for task in TASKS:
-            m = rep.get(f"{task}_macro")
-            if m:
-                n = len(rep[f"{task}_by_dataset"])
-                lines.append(f"| {student} | {task} | {n} | {fmt(m['recall'])} | {fmt(m['fpr'])} | {fmt(m['f1'])} | "
-                             f"{fmt(m['auroc'])} |")
+    lines = macro_rows("student", report["students"])
     if report["latency"]:
         lines += ["", "| student | encoder params (M) | batch 1 p50 ms | batch 1 p95 ms | batch 32 items/s |",
                   "|---|---|---|---|---|"]
