@@ -82,6 +82,56 @@ def test_every_source_is_held_out_once_and_never_trains(recipe, monkeypatch):
     assert n == sum(m["n"] for arm in ("prompt", "response") for m in report["lora"][f"{arm}_by_dataset"].values())
 
 
+def test_ablated_arms_train_without_the_named_sources_on_the_same_split(recipe, monkeypatch):
+    root, args = recipe
+    calls: list[tuple[set, set]] = []
+    tuned: list[set] = []
+    real_finetune, real_calibrate = lodo_finetune.finetune, lodo_finetune.train_and_calibrate
+    groups: list[str] = []
+
+    def spy_calibrate(model, data, fit_idx, cal_idx, cfg):
+        groups[:] = data.groups
+        calls.append((set(fit_idx.tolist()), set(cal_idx.tolist())))
+        return real_calibrate(model, data, fit_idx, cal_idx, cfg)
+
+    def spy_finetune(model, items, pair_items, data, fit_idx, cfg):
+        tuned.append(set(fit_idx.tolist()))
+        return real_finetune(model, items, pair_items, data, fit_idx, cfg)
+
+    monkeypatch.setattr(lodo_finetune, "train_and_calibrate", spy_calibrate)
+    monkeypatch.setattr(lodo_finetune, "finetune", spy_finetune)
+    out = root / "out_ablate"
+    assert lodo_finetune.main([*args, "--output_dir", str(out), "--ablate_sources", "set1"]) == 0
+    report = json.loads((out / "lodo_finetune.json").read_text())
+    assert len(calls) == 6 and len(tuned) == 6  # per fold: the full pair of arms, then the ablated pair
+    for k, fold in enumerate(report["folds"]):
+        (fit, cal), (fit_without, cal_without) = calls[2 * k], calls[2 * k + 1]
+        assert cal_without == cal  # same calibration items: the pairs differ only in what trained
+        assert fit_without == {i for i in fit if groups[i] != "set1"}
+        assert (fit_without < fit) == ("set1" not in fold["sources"])  # a held-out set1 has nothing to remove
+        assert tuned[2 * k] == fit and tuned[2 * k + 1] == fit_without
+        assert fold["trained_without"] == len(fit_without)
+    for arm in ("frozen", "lora", "frozen_without", "lora_without"):
+        assert set(report[arm]["prompt_by_dataset"]) == {"set0", "set1", "set2"}  # all score the same items
+        assert [m["n"] for m in report[arm]["prompt_by_dataset"].values()] == \
+            [m["n"] for m in report["lora"]["prompt_by_dataset"].values()]
+    assert report["ablated_sources"] == ["set1"]
+    md = (out / "lodo_finetune.md").read_text()
+    assert "| lora_without | prompt | 3 |" in md and "trained without set1" in md
+
+
+def test_an_unknown_ablated_source_exits_2_before_encoding(recipe, monkeypatch, capsys):
+    _, args = recipe
+
+    def no_encoding(*a, **k):
+        raise AssertionError("encoded before checking ablate_sources")
+
+    monkeypatch.setattr(lodo_finetune, "build_head_data", no_encoding)
+    assert lodo_finetune.main([*args, "--ablate_sources", "set1", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ablate_sources" in err[0] and "nope" in err[0] and "set1" not in err[0]
+
+
 @pytest.mark.parametrize("flag, value", [("--source_folds", "1"), ("--warm_epochs", "0")])
 def test_bad_knobs_exit_2_with_one_line(recipe, flag, value, capsys):
     _, args = recipe

@@ -20,12 +20,18 @@ Contract
   calibrated on the same inner part. Nothing of a fold's held-out sources trains or calibrates either arm.
 * Both arms score the fold's held-out items at their own calibration; metrics per held-out source and task
   (``training.guard.evaluate.binary_metrics``) and their macro (``crossval.macro_summary``: each source once).
-* Writes ``output_dir/lodo_finetune.json`` (``{"folds", "frozen", "lora", "data", "seconds"}``, each arm in
-  ``crossval-guard``'s shape) and ``output_dir/lodo_finetune.md`` (both arms' tables and the macro rows side by
-  side), and prints the macro summary as JSON.
+* With ``ablate_sources`` (a data ablation: e.g. every source of one pack) two more arms, ``frozen_without`` and
+  ``lora_without``, are built the same way from each fold's training part **minus those sources' items**; their
+  calibration items and held-out items are the full arms', so the pairs differ only in what trained. A named
+  source the recipe does not have is an error (a typo would otherwise ablate nothing).
+* Writes ``output_dir/lodo_finetune.json`` (``{"folds", "frozen", "lora", ["frozen_without", "lora_without",]
+  "ablated_sources", "data", "seconds"}``, each arm in ``crossval-guard``'s shape) and
+  ``output_dir/lodo_finetune.md`` (every arm's macro rows side by side, then its tables), and prints the macro
+  summary as JSON.
 
-Cost: one encoder fine-tune per fold. On the 2-core CPU box the full dev + dev2 recipe takes about 45 min per
-fine-tune, so run it on a GPU (``--threads`` is ignored there) or cap ``max_train_items`` and say so.
+Cost: one encoder fine-tune per fold (two with ``ablate_sources``). On the 2-core CPU box the full dev + dev2
+recipe takes about 45 min per fine-tune, so run it on a GPU (``--threads`` is ignored there) or cap
+``max_train_items`` and say so.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ from training.guard.heads import build_head_data, build_model, predict_heads
 from training.guard.recipe_cli import recipe_main
 
 TASKS = ("prompt", "response")
+ARMS = ("frozen", "lora")
+ABLATED_ARMS = ("frozen_without", "lora_without")
 
 
 @dataclass
@@ -63,6 +71,10 @@ class LodoFinetuneConfig(FinetuneConfig):
                                         "fine-tune per fold). The number of sources = leave-one-dataset-out.")
     warm_epochs: int = config_field(15, "Epochs of each fold's frozen heads (train-guard's default recipe): the "
                                         "frozen arm and the LoRA arm's warm start.")
+    ablate_sources: list[str] = config_field([], "Sources also kept out of a second pair of arms (frozen_without, "
+                                                 "lora_without) that train on each fold's training part minus "
+                                                 "them, calibrate on the same items and score the same held-out "
+                                                 "ones: what these sources add on data neither arm has seen.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -144,6 +156,9 @@ def run(cfg: LodoFinetuneConfig, argv: list[str] | None = None) -> dict[str, Any
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     examples, pairs, counts = load_examples(cfg)
+    unknown = sorted(set(cfg.ablate_sources) - {e.group for e in examples})
+    if unknown:  # checked before the encoding pass: a typo would otherwise ablate nothing, silently
+        raise ValueError(f"ablate_sources names sources the recipe does not have: {', '.join(unknown)}")
     frozen = build_model(cfg)
     data = build_head_data(frozen, examples, pairs, cfg)  # frozen features: train-guard's cache
     items, pair_items = labelled_items(examples, pairs)
@@ -151,24 +166,41 @@ def run(cfg: LodoFinetuneConfig, argv: list[str] | None = None) -> dict[str, Any
         raise ValueError(f"item order drifted from build_head_data ({len(items)} != {data.n})")
     items, pair_items = resolve_ocr(frozen, items), resolve_ocr(frozen, pair_items)
     folds = deal_sources(sorted(set(data.groups)), cfg.source_folds, cfg.seed)
-    preds: dict[str, dict[int, tuple[float, bool]]] = {"frozen": {}, "lora": {}}
-    warm = dataclasses.replace(cfg, epochs=cfg.warm_epochs)
+    arms = ARMS + (ABLATED_ARMS if cfg.ablate_sources else ())
+    preds: dict[str, dict[int, tuple[float, bool]]] = {arm: {} for arm in arms}
     fold_log = []
     for k, fold in enumerate(folds):
         held, fit_idx, cal_idx = fold_split(data, fold, cfg)
-        cal_frozen, _ = train_and_calibrate(frozen, data, fit_idx, cal_idx, warm)
-        record(preds["frozen"], predict_heads(frozen, data, held)["task"], held, data, cal_frozen)
-        seconds = finetune_and_score(build_lora_model(cfg, frozen), items, pair_items, data, (fit_idx, cal_idx, held),
-                                     cfg, preds["lora"])
-        fold_log.append({"sources": fold, "held_out": int(len(held)), "trained": int(len(fit_idx)),
-                         "calibrated": int(len(cal_idx)), "finetune_seconds": seconds})
+        entry = {"sources": fold, "held_out": int(len(held)), "trained": int(len(fit_idx)),
+                 "calibrated": int(len(cal_idx)),
+                 "finetune_seconds": both_arms(frozen, items, pair_items, data, (fit_idx, cal_idx, held), cfg,
+                                               preds["frozen"], preds["lora"])}
+        if cfg.ablate_sources:
+            kept = fit_idx[~np.isin(np.array(data.groups)[fit_idx], cfg.ablate_sources)]
+            entry["trained_without"] = int(len(kept))
+            entry["finetune_seconds_without"] = both_arms(frozen, items, pair_items, data, (kept, cal_idx, held),
+                                                          cfg, preds["frozen_without"], preds["lora_without"])
+        fold_log.append(entry)
         print(f"crossval-finetune: fold {k + 1}/{len(folds)} done ({', '.join(fold)})", file=sys.stderr)
-    report = {"folds": fold_log, "frozen": arm_report(data, preds["frozen"]), "lora": arm_report(data, preds["lora"]),
-              "data": counts, "encoder": cfg.encoder, "seed": cfg.seed,
+    report = {"folds": fold_log, **{arm: arm_report(data, preds[arm]) for arm in arms},
+              "ablated_sources": sorted(cfg.ablate_sources), "data": counts, "encoder": cfg.encoder, "seed": cfg.seed,
               "command": "spaguard crossval-finetune " + " ".join(argv if argv is not None else sys.argv[1:]),
               "seconds": round(time.perf_counter() - t0, 1)}
     write_report(cfg.output_dir, "lodo_finetune", report, markdown(report))
     return report
+
+
+def both_arms(frozen, items, pair_items, data, split: tuple[np.ndarray, np.ndarray, np.ndarray],
+              cfg: LodoFinetuneConfig, frozen_preds: dict[int, tuple[float, bool]],
+              lora_preds: dict[int, tuple[float, bool]]) -> float:
+    """One fold's frozen arm (``warm_epochs`` of heads on ``fit_idx``, calibrated on ``cal_idx``) and its LoRA
+    fine-tune warm-started from those heads; both record their ``held`` verdicts. ``split`` is
+    ``(fit_idx, cal_idx, held)``. Returns the fine-tune's seconds."""
+    fit_idx, cal_idx, held = split
+    warm = dataclasses.replace(cfg, epochs=cfg.warm_epochs)
+    cal_frozen, _ = train_and_calibrate(frozen, data, fit_idx, cal_idx, warm)
+    record(frozen_preds, predict_heads(frozen, data, held)["task"], held, data, cal_frozen)
+    return finetune_and_score(build_lora_model(cfg, frozen), items, pair_items, data, split, cfg, lora_preds)
 
 
 def write_report(output_dir: str | Path, stem: str, report: dict[str, Any], md: str) -> None:
@@ -182,13 +214,16 @@ def write_report(output_dir: str | Path, stem: str, report: dict[str, Any], md: 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The macro rows of both arms: what to compare."""
     return {arm: {key: report[arm][key] for key in (f"{t}_macro" for t in TASKS) if key in report[arm]}
-            for arm in ("frozen", "lora")}
+            for arm in ARMS + ABLATED_ARMS if arm in report}
 
 
 def markdown(report: dict[str, Any]) -> str:
     """Macro rows side by side, then each arm's per-source tables."""
-    lines = macro_rows("arm", {arm: report[arm] for arm in ("frozen", "lora")}) + [""]
-    for arm in ("frozen", "lora"):
+    arms = [arm for arm in ARMS + ABLATED_ARMS if arm in report]
+    lines = macro_rows("arm", {arm: report[arm] for arm in arms}) + [""]
+    if report.get("ablated_sources"):
+        lines += [f"`*_without` arms: trained without {', '.join(report['ablated_sources'])}.", ""]
+    for arm in arms:
         lines += [f"### {arm}", "", lodo_markdown(report[arm])]
     return "\n".join(lines)
 
