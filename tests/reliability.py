@@ -111,7 +111,8 @@ def _previous_rows(doc: Path) -> dict[str, dict[str, Any]]:
 def _still_exists(nodeid: str) -> bool:
     file, _, rest = nodeid.partition("::")
     source = _ROOT / file
-    name = rest.split("::")[-1].split("[")[0]
+    # The parameter id goes first: it may hold "::" itself (IPv6 forms such as "[::ffff:7f00:1]").
+    name = rest.split("[", 1)[0].split("::")[-1]
     return source.is_file() and f"def {name}(" in source.read_text()
 
 
