@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from training.guard.card_record import record
 from training.guard.config import DistillConfig
 from training.guard.crossval import cross_validate, lodo_markdown, response_leave_one_source_out
 from training.guard.distill import load_examples
@@ -47,13 +48,8 @@ def run(cfg: DistillConfig) -> dict[str, Any]:
 
 def record_in_card(artifact: Path, report: dict[str, Any], command: str) -> None:
     """Put ``report``'s leave-one-dataset-out metrics into ``artifact/card.json`` (atomic rewrite)."""
-    path = artifact / "card.json"
-    card = json.loads(path.read_text())
-    card.setdefault("metrics", {})["leave_one_dataset_out"] = report["leave_one_dataset_out"]
-    card["metrics"]["lodo_source"] = {"command": command, "data": report["data"], "seconds": report["seconds"]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    record(artifact, {"leave_one_dataset_out": report["leave_one_dataset_out"],
+                      "lodo_source": {"command": command, "data": report["data"], "seconds": report["seconds"]}})
 
 
 def main(argv: list[str] | None = None) -> int:
