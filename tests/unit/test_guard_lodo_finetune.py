@@ -118,6 +118,12 @@ def test_ablated_arms_train_without_the_named_sources_on_the_same_split(recipe, 
     assert report["ablated_sources"] == ["set1"]
     md = (out / "lodo_finetune.md").read_text()
     assert "| lora_without | prompt | 3 |" in md and "trained without set1" in md
+    # macro rows also over the held-out sources outside the ablation (set0, set2) and over the ablated one
+    assert "| held-out sources outside the ablation | task |" in md and "| lora_without | prompt | 2 |" in md
+    assert "| held-out ablated sources | task |" in md and "| lora_without | prompt | 1 |" in md
+    outside = lodo_finetune.subset(report["lora"], lambda g: g != "set1")
+    per = report["lora"]["prompt_by_dataset"]
+    assert outside["prompt_macro"]["recall"] == pytest.approx((per["set0"]["recall"] + per["set2"]["recall"]) / 2)
 
 
 def test_an_unknown_ablated_source_exits_2_before_encoding(recipe, monkeypatch, capsys):

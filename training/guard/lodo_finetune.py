@@ -217,12 +217,32 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
             for arm in ARMS + ABLATED_ARMS if arm in report}
 
 
+def subset(arm_report_: dict[str, Any], keep) -> dict[str, Any]:
+    """``arm_report_`` restricted to the held-out sources ``keep(source)`` accepts, its macro rows recomputed."""
+    out: dict[str, Any] = {}
+    for task in TASKS:
+        per = {g: m for g, m in arm_report_.get(f"{task}_by_dataset", {}).items() if keep(g)}
+        if per:
+            out[f"{task}_by_dataset"], out[f"{task}_macro"] = per, macro_summary(per)
+    return out
+
+
+def render(report_path: str | Path) -> None:
+    """Rewrite ``lodo_finetune.md`` beside ``report_path`` (a ``lodo_finetune.json``) from the JSON."""
+    path = Path(report_path)
+    (path.parent / "lodo_finetune.md").write_text(markdown(json.loads(path.read_text())))
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Macro rows side by side, then each arm's per-source tables."""
     arms = [arm for arm in ARMS + ABLATED_ARMS if arm in report]
     lines = macro_rows("arm", {arm: report[arm] for arm in arms}) + [""]
-    if report.get("ablated_sources"):
-        lines += [f"`*_without` arms: trained without {', '.join(report['ablated_sources'])}.", ""]
+    ablated = set(report.get("ablated_sources") or ())
+    if ablated:
+        lines += [f"`*_without` arms: trained without {', '.join(sorted(ablated))}.", ""]
+        for label, keep in (("held-out sources outside the ablation", lambda g: g not in ablated),
+                            ("held-out ablated sources", lambda g: g in ablated)):
+            lines += macro_rows(label, {arm: subset(report[arm], keep) for arm in arms}) + [""]
     for arm in arms:
         lines += [f"### {arm}", "", lodo_markdown(report[arm])]
     return "\n".join(lines)
