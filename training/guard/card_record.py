@@ -22,9 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ARM_KEYS = ("frozen", "lora", "frozen_without", "lora_without")
-
-
 def record(artifact: str | Path, metrics: dict[str, Any]) -> None:
     """Merge ``metrics`` into ``artifact/card.json``'s ``metrics`` (atomic rewrite; the card must exist)."""
     path = Path(artifact) / "card.json"
@@ -40,11 +37,10 @@ def finetune_metrics(report: dict[str, Any], command: str) -> dict[str, Any]:
     missing = [k for k in ("folds", "frozen", "lora") if k not in report]
     if missing:
         raise ValueError(f"not a crossval-finetune report (no {', '.join(missing)})")
-    block = {arm: report[arm] for arm in ARM_KEYS if arm in report}
-    block.update(folds=report["folds"], ablated_sources=report.get("ablated_sources", []),
-                 command=report.get("command"), seed=report.get("seed"), seconds=report.get("seconds"),
-                 recorded_by=command)
-    return {"source_folds_finetune": block}
+    # Everything but the report's data counts: the card has its own, those of the model it describes.
+    block = {key: value for key, value in report.items() if key != "data"}
+    block.setdefault("ablated_sources", [])
+    return {"source_folds_finetune": {**block, "recorded_by": command}}
 
 
 def main(argv: list[str] | None = None) -> int:
