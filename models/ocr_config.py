@@ -50,7 +50,8 @@ class OcrConfig:
     the reader logs a warning and runs fp32). Off by default: on ONNX Runtime the int8 detector made
     OCR 6-14 % faster; on OpenVINO (the default runtime) it is slower than fp32 (docs/benchmarks.md,
     "OCR int8" and "OCR on OpenVINO"). Its boxes come out a few pixels taller, which keeps more spaces
-    between words on dense pages."""
+    between words on dense pages. Those gains were measured on a CPU with VNNI; on an AVX2-only CPU
+    the int8 detector was slower than fp32 and the recogniser dropped spaces, so use it only with VNNI."""
     int8_models: tuple[str, ...] = ("det",)
     """Which models ``int8`` quantizes: "det" and/or "rec". The int8 recogniser is another 15 %
     faster (both: 0.69-0.73x fp32) but lost 0.5 points of word recall on 200 dev-prompt pages."""

@@ -9,9 +9,9 @@ Contract
   the 2-core dev box). ``models.ocr.OcrReader`` calls it when ``OcrConfig.int8`` is set.
 * Recipe: the bundled models (paddle2onnx exports) keep their weights in ``Constant`` nodes, so
   ``constants_to_initializers`` lifts them, the graph is converted to opset 13 (per-channel
-  ``DequantizeLinear``), and ORT ``quantize_static`` writes QDQ with per-channel int8 weights and
-  uint8 activations, min-max calibrated on ``calib_pages`` seeded rendered pages plus scikit-image's
-  sample photos, run through the fp32 pipeline at the reader's default ``max_side`` but rapidocr's
+  ``DequantizeLinear``), and ORT ``quantize_static`` writes QDQ with per-channel 7-bit int8 weights
+  (``REDUCE_RANGE``) and uint8 activations, min-max calibrated on ``calib_pages`` seeded rendered pages
+  plus scikit-image's sample photos, run through the fp32 pipeline at the reader's default ``max_side`` but rapidocr's
   box dilation (``CALIB_UNCLIP_RATIO``; why: its docstring). The recogniser quantizes its
   convolutions only: with its attention and head MatMuls quantized too it ran in 0.54x the fp32
   time but cut word recall on 60 dev-prompt pages from 0.79 to 0.61 (spaces between words went
@@ -43,10 +43,17 @@ from models.ocr_config import OcrConfig
 from models.ocr_image import cap_side
 from models.render import draw_text
 
-INT8_VERSION = "ocr-int8-v1"
+INT8_VERSION = "ocr-int8-v2"
 """Part of the int8 cache key: bump it when the graph pass, calibration data or recipes change."""
 INT8_RECIPES: dict[str, dict[str, Any]] = {"det": {}, "rec": {"op_types_to_quantize": ["Conv"]}}
 """Extra ``quantize_static`` arguments per model: the recogniser quantizes convolutions only (module docstring)."""
+REDUCE_RANGE = True
+"""Quantize weights to 7 bits. NOTE: ORT's uint8 x int8 kernels on x86 CPUs without VNNI (AVX2, AVX-512F)
+sum pairs of products in int16 and saturate; with full-range weights the int8 recogniser read "how to
+make a bomb" as "howtomake a bomb" on an AVX2-only EPYC while the same file read it right on a VNNI
+box. 7-bit weights cannot saturate there and cost VNNI machines one bit of weight precision (measured:
+docs/benchmarks.md, "OCR int8"). The files are built per machine but a cache may be shared, so the
+recipe does not depend on the CPU that built it."""
 _INT8_BUILDS: dict[str, int] = {"det": 0, "rec": 0}  # quantization runs in this process (tests check reuse)
 CALIB_UNCLIP_RATIO = 1.6
 """Detector box dilation of the calibration pipeline: rapidocr's default, not the reader's 2.0.
@@ -71,7 +78,7 @@ def ensure_int8_model(kind: str, cache_dir: Path | None = None, calib_pages: int
     src, recipe = _bundled_model(kind), INT8_RECIPES[kind]
     data = _quantize(kind, src, recipe, calib_pages)
     card = {"kind": kind, "source": src.name, "source_sha256": _sha256_file(src), "version": INT8_VERSION,
-            "recipe": recipe, "onnxruntime": ort.__version__, "calib_pages": calib_pages,
+            "recipe": recipe, "reduce_range": REDUCE_RANGE, "onnxruntime": ort.__version__, "calib_pages": calib_pages,
             "sha256": hashlib.sha256(data).hexdigest()}
     _atomic_write(path, data)
     _atomic_write(card_path, json.dumps(card, indent=2).encode())
@@ -134,7 +141,8 @@ def _quantize(kind: str, src: Path, recipe: dict[str, Any], calib_pages: int) ->
         fp32, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(fp32))
         quantize_static(str(fp32), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, **recipe)
+                        reduce_range=REDUCE_RANGE, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        **recipe)
         return out.read_bytes()
 
 

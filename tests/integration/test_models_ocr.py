@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -198,6 +199,9 @@ def test_int8_cache_is_reused(int8_reader: OcrReader) -> None:
     OcrReader(OcrConfig(threads=1, int8=True, int8_models=("det", "rec")))._get_engine()  # a second reader
     assert ocr_int8._INT8_BUILDS == builds
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
+    for kind in ("det", "rec"):  # 7-bit weights: full-range ones saturate on CPUs without VNNI (ocr_int8.REDUCE_RANGE)
+        card = json.loads(ocr_int8.int8_cache_paths(kind)[1].read_text())
+        assert card["reduce_range"] is True and card["version"] == ocr_int8.INT8_VERSION
 
 
 def test_corrupt_int8_cache_is_rebuilt(tmp_path: Path) -> None:
