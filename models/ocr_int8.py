@@ -50,10 +50,11 @@ INT8_RECIPES: dict[str, dict[str, Any]] = {"det": {}, "rec": {"op_types_to_quant
 REDUCE_RANGE = True
 """Quantize weights to 7 bits. NOTE: ORT's uint8 x int8 kernels on x86 CPUs without VNNI (AVX2, AVX-512F)
 sum pairs of products in int16 and saturate; with full-range weights the int8 recogniser read "how to
-make a bomb" as "howtomake a bomb" on an AVX2-only EPYC while the same file read it right on a VNNI
-box. 7-bit weights cannot saturate there and cost VNNI machines one bit of weight precision (measured:
-docs/benchmarks.md, "OCR int8"). The files are built per machine but a cache may be shared, so the
-recipe does not depend on the CPU that built it."""
+make a bomb" as "howtomake a bomb" on an AVX2-only EPYC, while the same recipe built on a VNNI box read it
+right. With 7-bit weights a pair sum stays under 2**15, so it cannot saturate; on VNNI machines it costs one
+bit of weight precision, which was not measured there (the AVX2 figures: docs/benchmarks.md, "OCR int8").
+The files are built per machine but a cache may be shared, so the recipe does not depend on the CPU that
+built it."""
 _INT8_BUILDS: dict[str, int] = {"det": 0, "rec": 0}  # quantization runs in this process (tests check reuse)
 CALIB_UNCLIP_RATIO = 1.6
 """Detector box dilation of the calibration pipeline: rapidocr's default, not the reader's 2.0.
