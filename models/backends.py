@@ -37,14 +37,14 @@ from models.contract import GuardInput, ScoringBackend, Verdict, check_batch
 from models.ocr_config import OcrConfig
 from models.projection import nodes_for_target, project_scores, target_names
 from models.render import render_text_image
-from models.segment import (SEGMENT_OVERLAP_CHARS, Piece, Segmenter, combine, nothing_to_score, response_context,
-                            window_chars_for)
+from models.segment import (IMAGE_READINGS, SEGMENT_OVERLAP_CHARS, Piece, Segmenter, combine, nothing_to_score,
+                            response_context, window_chars_for)
 
 __all__ = [
-    "BACKEND_KINDS", "DEFAULT_ARTIFACT", "SEGMENT_OVERLAP_CHARS", "ArtifactMismatchError", "GuardInput", "OnnxBackend", "Piece", "ScoringBackend",
-    "Segmenter", "TorchBackend", "Verdict", "combine", "load_backend", "nodes_for_target", "nothing_to_score", "project_scores",
-    "render_text_image", "resolve_artifact", "response_context", "segmenter_for", "target_names",
-    "verdicts_from_logits",
+    "BACKEND_KINDS", "DEFAULT_ARTIFACT", "IMAGE_READINGS", "SEGMENT_OVERLAP_CHARS", "ArtifactMismatchError",
+    "GuardInput", "OnnxBackend", "Piece", "ScoringBackend", "Segmenter", "TorchBackend", "Verdict", "combine",
+    "load_backend", "nodes_for_target", "nothing_to_score", "project_scores", "render_text_image",
+    "resolve_artifact", "response_context", "segmenter_for", "target_names", "verdicts_from_logits",
 ]
 
 BACKEND_KINDS = ("torch", "onnx", "onnx-int8", "triton")
@@ -284,13 +284,16 @@ class OnnxBackend(_BackendBase):
 _RESERVED_TOKENS = 8
 
 
-def segmenter_for(artifact: str | Path | None = None, *, decode: bool = True) -> Segmenter:
+def segmenter_for(artifact: str | Path | None = None, *, decode: bool = True,
+                  image_reading: str = "joined") -> Segmenter:
     """The ``Segmenter`` for an artifact folder (None: ``models/default/``): prompt windows fit its
-    ``max_length`` tokens; fragments are re-joined with its encoder's whole-word vocabulary."""
+    ``max_length`` tokens; fragments are re-joined with its encoder's whole-word vocabulary; images are read
+    by ``image_reading`` (``IMAGE_READINGS``), and count without OCR text when it has an image encoder."""
     from models.encoders import load_tokenizer  # transformers: loaded when the guard is built
 
     config, _card, _cal = read_artifact(resolve_artifact(artifact))
     tokenizer = load_tokenizer(config.encoder)
     budget = min(config.max_length, int(tokenizer.model_max_length or config.max_length))
     words = frozenset(w for w in tokenizer.get_vocab() if w.isascii() and w.isalpha() and (len(w) > 1 or w in "ai"))
-    return Segmenter(window_chars=window_chars_for(budget, _RESERVED_TOKENS), vocabulary=words, decode=decode)
+    return Segmenter(window_chars=window_chars_for(budget, _RESERVED_TOKENS), vocabulary=words, decode=decode,
+                     image_reading=image_reading, reads_pixels=config.image_encoder is not None)

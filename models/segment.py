@@ -35,6 +35,7 @@ from models.decode import decoded_variants
 # A sentence ends at . ! ? (or a run of them, with closing quotes/brackets) followed by white space, or at a
 # line break. Abbreviations split too: harmless, a split only adds a chunk.
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+|\n+")
+_WORD = re.compile(r"[A-Za-z]+")  # ASCII words, looked up in Segmenter.vocabulary (Segmenter.readable)
 CHARS_PER_TOKEN = 3  # English WordPiece averages ~4; 3 leaves room for the special tokens and odd text
 
 
@@ -124,12 +125,18 @@ def response_context(prompt_text: str, ocr_text: str = "") -> str:
     return (f"{prompt_text}\n{ocr_text}" if ocr_text else prompt_text)[-RESPONSE_CONTEXT_CHARS:]
 
 
+IMAGE_READINGS = ("joined", "separate")  # how a prompt's images reach the classifier: Segmenter.image_reading
+
+
 @dataclass(frozen=True)
 class Piece:
-    """One item to score; ``chunk``: a sentence chunk, which flags only at ``Segmenter.chunk_threshold``."""
+    """One item to score; ``chunk``: a sentence chunk, which flags only at ``Segmenter.chunk_threshold``;
+    ``image_only``: the prompt's images with no typed text (``image_reading="separate"``), whose verdict
+    counts only when OCR found text in them, or when the artifact reads pixels (``Segmenter.reads_pixels``)."""
 
     item: GuardInput
     chunk: bool = False
+    image_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,12 +145,18 @@ class Segmenter:
 
     * ``prompt_pieces(prompt)``: ``segment_pieces`` of the text, plus those of every ``decoded_variants`` of
       each piece (a base64 blob, rot13, leetspeak, OCR-style fragments); ``merge`` turns their verdicts into
-      one, holding sentence chunks to ``chunk_threshold``. Images ride on one item: with the
-      whole text when it fits one window (the carrier + OCR form the classifier was trained on), else with the
-      text's last third of a window (the question about the picture is usually at the end), so the OCR text
-      keeps token room. Empty text and no images: no items (nothing to score is safe).
+      one, holding sentence chunks to ``chunk_threshold``. Images, by ``image_reading``:
+      ``"joined"`` (default): they ride on one item with the whole text when it fits one window (the carrier
+      + OCR form the classifier was trained on), else with the text's last third of a window (the question
+      about the picture is usually at the end), so the OCR text keeps token room.
+      ``"separate"``: the text found in the images is evidence of its own: one item holds the images and no
+      typed text (the classifier reads their OCR text alone), and the typed text is scored without it, so the
+      carrier prompt neither hides nor condemns what the image says; an image in which OCR finds nothing
+      ``readable`` adds nothing (unless ``reads_pixels``).
+      Empty text and no images: no items (nothing to score is safe).
     * ``ocr_items(prompt_text, ocr_text)``: once the prompt's images are read, the decoded variants of the
-      OCR text (text cut across image pieces comes back as fragments: "cre ate a vi rus").
+      OCR text (text cut across image pieces comes back as fragments: "cre ate a vi rus"), after the carrier
+      (``"joined"``) or alone (``"separate"``).
     * ``response_items(context, response, start)``: ``response_windows`` of ``response[start:]`` after
       ``context`` (see ``response_context``).
     ``window_chars`` comes from the artifact's token budget (``models.backends.segmenter_for``);
@@ -159,6 +172,14 @@ class Segmenter:
     # At 0.97 that share is 0-7.5 % while a chunk still catches half of the harmful requests hidden in long
     # benign text that the windows miss (docs/classifier.md, "Input handling").
     chunk_threshold: float = 0.97
+    # "joined" stays the default: measured on benign photos with text it flags about half as many as
+    # "separate" for the shipped default (docs/classifier.md, "The text in an image: joined or separate").
+    image_reading: str = "joined"
+    reads_pixels: bool = False  # the artifact has an image encoder: an image is evidence even with no text
+
+    def __post_init__(self) -> None:
+        if self.image_reading not in IMAGE_READINGS:
+            raise ValueError(f"image_reading must be one of {IMAGE_READINGS}, got {self.image_reading!r}")
 
     def prompt_pieces(self, prompt: GuardInput) -> list[Piece]:
         """The prompt's items, each marked whether it is a sentence chunk (see ``merge``)."""
@@ -172,6 +193,9 @@ class Segmenter:
             flags[text] = flags.get(text, True) and is_chunk
         if not prompt.images:
             return [Piece(GuardInput(t), c) for t, c in flags.items()]
+        if self.image_reading == "separate":
+            return [Piece(GuardInput("", prompt.images), image_only=True)] + [Piece(GuardInput(t), c)
+                                                                              for t, c in flags.items()]
         if len(prompt.text) <= self.window_chars:
             carrier = prompt.text
         else:
@@ -185,22 +209,40 @@ class Segmenter:
 
     def merge(self, pieces: Sequence[Piece], verdicts: Sequence[Verdict]) -> Verdict:
         """One verdict for an input from its pieces' verdicts (same order; a prefix of them is fine). A sentence
-        chunk counts only when its score reaches ``chunk_threshold``; then it flags. Otherwise ``combine``."""
+        chunk counts only when its score reaches ``chunk_threshold``; then it flags. An ``image_only`` piece
+        counts only when its OCR text is ``readable`` (or ``reads_pixels``): otherwise the classifier read an
+        empty string or stray marks ("米*"), whose score says nothing about the image. Otherwise ``combine``.
+        The merged verdict keeps every piece's OCR text, counted or not (the second round decodes it)."""
+        ocr = "\n".join(v.ocr_text for v in verdicts if v.ocr_text)
+        pairs = [(p, v) for p, v in zip(pieces, verdicts)
+                 if not p.image_only or self.reads_pixels or self.readable(v.ocr_text)]
+        if not pairs:  # images with nothing readable and no typed text: nothing was read, so nothing is harmful
+            return dataclasses.replace(nothing_to_score(verdicts[0].task), ocr_text=ocr)
+        pieces, verdicts = [p for p, _ in pairs], [v for _, v in pairs]
         counted = [v for p, v in zip(pieces, verdicts) if not p.chunk or v.unsafe_prob >= self.chunk_threshold]
         fired = any(p.chunk and v.unsafe_prob >= self.chunk_threshold for p, v in zip(pieces, verdicts))
         if not counted:  # only chunks, none reaching the bar: the least unsafe reading
-            return dataclasses.replace(min(verdicts, key=lambda v: v.unsafe_prob), flagged=False, categories={})
+            return dataclasses.replace(min(verdicts, key=lambda v: v.unsafe_prob), flagged=False, categories={},
+                                       ocr_text=ocr)
         merged = combine(counted)
-        ocr = "\n".join(v.ocr_text for v in verdicts if v.ocr_text)
         return dataclasses.replace(merged, flagged=merged.flagged or fired, ocr_text=ocr)
+
+    def readable(self, text: str) -> bool:
+        """Whether ``text`` holds a word the encoder reads whole (any ``vocabulary`` word; with no vocabulary,
+        any non-blank text). The shipped encoder is English WordPiece: it reads "米*" as unknown marks and
+        scores them like an empty string (0.79 against a 0.25 threshold), so OCR noise must not count."""
+        if not self.vocabulary:
+            return bool(text.strip())
+        return any(w.lower() in self.vocabulary for w in _WORD.findall(text))
 
     def ocr_items(self, prompt_text: str, ocr_text: str) -> list[GuardInput]:
         """Second-round items for the text OCR found in a prompt's images: each decoded variant of it
-        (split fragments re-joined, base64, rot13, ...) in the carrier + OCR form the classifier reads,
-        after the prompt's last third of a window. Empty when the OCR text hides nothing."""
+        (split fragments re-joined, base64, rot13, ...), in the carrier + OCR form the classifier reads after
+        the prompt's last third of a window (``"joined"``), or alone (``"separate"``). Empty when the OCR text
+        hides nothing."""
         if not (self.decode and ocr_text.strip()):
             return []
-        carrier = prompt_text[-(self.window_chars // 3):]
+        carrier = prompt_text[-(self.window_chars // 3):] if self.image_reading == "joined" else ""
         room = max(32, self.window_chars - len(carrier) - 1)
         variants = [piece for v in decoded_variants(ocr_text, self.vocabulary) for piece in segments(v, room)]
         return [GuardInput(f"{carrier}\n{v}" if carrier else v) for v in dict.fromkeys(variants)]

@@ -157,7 +157,7 @@ def _init_state(
             settings.remote_image_timeout_s,
         )
     # The artifact's token budget sizes the windows; chat and moderation cut text alike.
-    segmenter = segmenter_for(settings.guard_artifact)
+    segmenter = segmenter_for(settings.guard_artifact, image_reading=settings.guard_image_reading)
     judge_config = settings.judge_config()
     judge = JudgeClient(judge_config) if judge_config else None
     app.state.judge = judge  # closed by the lifespan

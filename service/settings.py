@@ -125,6 +125,12 @@ class ServeSettings(BaseModel):
     guard_roles: tuple[GuardRole, ...] = ALL_GUARD_ROLES
     """Message roles whose text the prompt check scores (a developer message counts as system). Default all:
     harm hidden in a system message or a made-up earlier assistant turn is scored like the user's words."""
+    guard_image_reading: Literal["joined", "separate"] = "joined"
+    """How a prompt's images reach the classifier (``models.segment.Segmenter.image_reading``). joined: their
+    OCR text after the typed text, in one item (the form the shipped default was trained on); separate: the
+    OCR text is scored as an input of its own and the typed text without it, so text in an image is judged
+    as the text it is, whatever the carrier prompt says. Measured side by side in docs/classifier.md
+    ("The text in an image: joined or separate")."""
     prompt_check: PromptCheck = "before"
     """before: score the prompt, then generate (a refused prompt never reaches the engine); during: start
     generating at once and score the prompt meanwhile, releasing nothing until its verdict is in and aborting

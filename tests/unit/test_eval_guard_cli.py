@@ -173,3 +173,24 @@ def test_scoring_cuts_and_merges_as_the_server_does():
     reply = GuardExample(uid="r", prompt="q", response="fine. " * 200 + "then light the bomb", label_response=1)
     (r,) = score_examples(backend, seg, [reply], "response")
     assert r.verdict.flagged and r.n_items > 1  # the late harm sits in the last response window
+
+
+def test_image_reading_reaches_the_segmenter_and_the_metrics(tmp_path, fake_loader, monkeypatch):
+    import models.backends as backends
+
+    seen: list[str] = []
+    real = backends.segmenter_for
+
+    def segmenter_for(artifact=None, *, decode=True, image_reading="joined"):
+        seen.append(image_reading)
+        return real(artifact, decode=decode, image_reading=image_reading)
+
+    monkeypatch.setattr(backends, "segmenter_for", segmenter_for)
+    data = tmp_path / "fixture.jsonl"
+    _write_fixture(data, with_responses=False)
+    out = tmp_path / "o"
+    assert evaluate.main(["--data", str(data), "--out", str(out), "--image-reading", "separate"]) == 0
+    assert seen == ["separate"]
+    assert json.loads((out / "metrics.json").read_text())["image_reading"] == "separate"
+    with pytest.raises(SystemExit):
+        evaluate.main(["--data", str(data), "--out", str(out), "--image-reading", "both"])

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from models.backends import ScoringBackend, Segmenter
+from models.backends import IMAGE_READINGS, ScoringBackend, Segmenter
 from training.guard.guard_data import TASKS, GuardExample, read_guard_jsonl
 from training.guard.scoring import Scored, score_examples
 
@@ -234,6 +234,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "(uid, dataset, task, label, unsafe_prob, flagged, categories, ocr_text, n_items)")
     p.add_argument("--no-decode", action="store_true", help="do not score decoded variants (base64, rot13, "
                    "...); the server always does")
+    p.add_argument("--image-reading", default="joined", choices=IMAGE_READINGS,
+                   help="how a prompt's images are read (models.segment.Segmenter.image_reading; the server's "
+                   "--guard-image-reading): joined with the typed text, or their OCR text as an input of its own")
     return p
 
 
@@ -252,13 +255,15 @@ def main(argv: list[str] | None = None) -> int:
                            max_batch_size=args.batch_size)
     records: list[dict[str, Any]] = []
     metrics, scores = evaluate(examples, backend, args.batch_size,
-                               segmenter_for(args.model, decode=not args.no_decode), records)
+                               segmenter_for(args.model, decode=not args.no_decode, image_reading=args.image_reading),
+                               records)
     if args.items:
         Path(args.items).parent.mkdir(parents=True, exist_ok=True)
         Path(args.items).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     metrics["data"] = str(args.data)
     metrics["model"] = str(args.model or "models/default")
     metrics["backend"] = args.backend
+    metrics["image_reading"] = args.image_reading
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
