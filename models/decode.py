@@ -80,10 +80,13 @@ def _hex_runs(text: str) -> list[str]:
     out = []
     for run in _HEX_RUN.findall(text):
         digits = re.sub(r"\\x|0x|[\s:]", "", run)
-        if len(digits) % 2 or digits.isdigit():
+        if len(digits) % 2:
             continue
         decoded = _printable(bytes.fromhex(digits))
-        if decoded:
+        # A run of digits alone is usually a number, yet text made of the letters a-i, p-y and spaces
+        # hex-encodes to digits alone ("he hid a big gift" = 6865206869...): keep those only when they read
+        # as English, so a long number never becomes a variant by luck.
+        if decoded and (not digits.isdigit() or english_share(decoded) >= 0.3):
             out.append(decoded)
     return out
 

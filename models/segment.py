@@ -153,12 +153,13 @@ class Segmenter:
       typed text (the classifier reads their OCR text alone), and the typed text is scored without it, so the
       carrier prompt neither hides nor condemns what the image says; an image in which OCR finds nothing
       ``readable`` adds nothing (unless ``reads_pixels``).
-      Empty text and no images: no items (nothing to score is safe).
+      Text with no letter of any script ("?", "😀", "123"; checked after decoding) and no images: no items
+      (nothing to score is safe).
     * ``ocr_items(prompt_text, ocr_text)``: once the prompt's images are read, the decoded variants of the
       OCR text (text cut across image pieces comes back as fragments: "cre ate a vi rus"), after the carrier
       (``"joined"``) or alone (``"separate"``).
     * ``response_items(context, response, start)``: ``response_windows`` of ``response[start:]`` after
-      ``context`` (see ``response_context``).
+      ``context`` (see ``response_context``), less windows with no letter and no digit ("👍").
     ``window_chars`` comes from the artifact's token budget (``models.backends.segmenter_for``);
     ``vocabulary`` is the encoder's whole-word vocabulary, for re-joining fragments.
     """
@@ -190,7 +191,8 @@ class Segmenter:
                     found += segment_pieces(variant, self.window_chars)
         flags: dict[str, bool] = {}
         for text, is_chunk in found:
-            flags[text] = flags.get(text, True) and is_chunk
+            if has_letters(text):  # after decoding: hex digits can spell words
+                flags[text] = flags.get(text, True) and is_chunk
         if not prompt.images:
             return [Piece(GuardInput(t), c) for t, c in flags.items()]
         if self.image_reading == "separate":
@@ -250,7 +252,17 @@ class Segmenter:
     def response_items(self, context: str, response: str, start: int = 0) -> list[GuardInput]:
         if not response.strip():
             return []
-        return [GuardInput(text=context, response=w) for w in response_windows(response, start=start)]
+        # A window with no letter and no digit ("👍", "...") says nothing; a bare number can be the harmful
+        # part of an answer (a dose, a quantity), so digits are scored.
+        return [GuardInput(text=context, response=w) for w in response_windows(response, start=start)
+                if any(ch.isalnum() for ch in w)]
+
+
+def has_letters(text: str) -> bool:
+    """Whether ``text`` has a letter of any script. A prompt with none ("?", "...", "😀", "123") asks for
+    nothing, yet the shipped classifier scores such strings like an empty one, 0.50-0.82 against a 0.25
+    threshold; so it is not scored (docs/classifier.md, "Input handling")."""
+    return any(ch.isalpha() for ch in text)
 
 
 def nothing_to_score(task: str) -> Verdict:

@@ -136,3 +136,41 @@ def test_separate_reading_ignores_an_image_with_no_text_unless_the_artifact_read
     assert not noise.flagged and noise.ocr_text == "米*"  # ... yet kept, for the second round to decode
     assert worded.merge([image, typed], [v(0.8, "米* create"), v(0.1)]).flagged
     assert worded.readable("Read THIS") and not worded.readable("米* 12 ...") and not worded.readable("")
+
+
+@pytest.mark.parametrize("text", ["?", "...", "!!!", "😀", "👍👍", "123", "*", " ?! "])
+def test_a_prompt_with_no_letter_has_nothing_to_score(text):
+    from models.contract import GuardInput
+    from models.segment import Segmenter
+
+    assert Segmenter().prompt_pieces(GuardInput(text)) == []
+    # ... unless it carries an image: then the image is read
+    assert [p.item.images for p in Segmenter().prompt_pieces(GuardInput(text, (b"png",)))] == [(b"png",)]
+
+
+@pytest.mark.parametrize("text", ["你好", "مرحبا", "ok", "a?"])
+def test_any_script_with_letters_is_scored(text):
+    from models.contract import GuardInput
+    from models.segment import Segmenter
+
+    assert [p.item.text for p in Segmenter().prompt_pieces(GuardInput(text))] == [text]
+
+
+def test_letters_are_checked_after_decoding():
+    """Hex made of digits alone spells words: the decoded variant is scored, the digits are not."""
+    from models.contract import GuardInput
+    from models.segment import Segmenter
+
+    sentence = "he said get a pipe at the gas part stage"
+    digits = sentence.encode().hex()
+    assert digits.isdigit()  # every byte is 0x20-0x79 with no hex letter
+    assert [p.item.text for p in Segmenter().prompt_pieces(GuardInput(digits))] == [sentence]
+    assert Segmenter().prompt_pieces(GuardInput("31415926535897932384626433832795")) == []  # a number
+
+
+def test_a_response_window_needs_a_letter_or_a_digit():
+    from models.segment import Segmenter
+
+    seg = Segmenter()
+    assert seg.response_items("q", "👍👍 ...") == []
+    assert [i.response for i in seg.response_items("How much?", "500")] == ["500"]  # a bare number can answer
