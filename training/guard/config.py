@@ -57,6 +57,8 @@ class DistillConfig:
     spa_vl_limit: int | None = config_field(None, "Rows per SPA-VL source; None = all.")
     template_prompts: bool = config_field(False, "Add training.guard.hazard_data's weapons-agent and violent-idiom prompt "
                                        "templates (unsafe requests beside safe look-alikes).")
+    chat_turns: bool = config_field(False, "Add training.guard.chat_turns' short benign chat turns (\"ok\", "
+                                    "\"continue\", greetings in many languages), all safe.")
     ocr_format_count: int = config_field(0, "Carrier prompt + text items in the form OCR'd image text reaches the "
                                "classifier (training.guard.carrier_data), half unsafe.")
     typographic_count: int = config_field(0, "Rendered typographic images (harmful and benign text).")

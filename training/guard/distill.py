@@ -78,6 +78,12 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
         for name, rows in (("hazard_templates", hazard_prompts(cfg.seed)), ("idiom_templates", idiom_prompts(cfg.seed))):
             counts[f"prompt items: {name}"] = len(rows)
             examples += rows
+    if cfg.chat_turns:
+        from training.guard.chat_turns import chat_turn_prompts
+
+        rows = chat_turn_prompts(cfg.seed)
+        counts["prompt items: chat_turns"] = len(rows)
+        examples += rows
     # generated items never draw on a calibration source's texts: those stay apart from training
     apart = set(cfg.calib_sources)
     pool = lambda: [e for e in examples if e.group not in apart]  # noqa: E731
