@@ -7,34 +7,25 @@ is high, must not count)."""
 from __future__ import annotations
 
 import base64
-import json
 
 import httpx
 import pytest
 import pytest_asyncio
-from asgi_lifespan import LifespanManager
 
 from models.backends import render_text_image
-from service.app import build_app
 from service.settings import ServeSettings
+from tests.live_app import live_client
 from tests.tiny import astronaut_png
 
-SCRIPT = {"model_name": "fake-vlm", "default": {"chunks": ["Sure, ", "here ", "you ", "go."]}}
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(tmp_path_factory: pytest.TempPathFactory):
-    script = tmp_path_factory.mktemp("reading") / "script.json"
-    script.write_text(json.dumps(SCRIPT))
-    app = build_app(ServeSettings(engine="fake", model=str(script), guard_backend="onnx", guard_threads=2,
-                                  guard_image_reading="separate", guard_mode="annotate"))
-    async with LifespanManager(app, startup_timeout=300) as manager:
-        transport = httpx.ASGITransport(manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as c:
-            c.app = app  # type: ignore[attr-defined]
-            yield c
+    async with live_client(tmp_path_factory.mktemp("reading"), guard_image_reading="separate",
+                           guard_mode="annotate") as c:
+        yield c
 
 
 def _url(png: bytes) -> dict:
