@@ -37,13 +37,13 @@ from models.contract import GuardInput, ScoringBackend, Verdict, check_batch
 from models.ocr_config import OcrConfig
 from models.projection import nodes_for_target, project_scores, target_names
 from models.render import render_text_image
-from models.segment import (IMAGE_READINGS, SEGMENT_OVERLAP_CHARS, Piece, Segmenter, combine, nothing_to_score,
-                            response_context, window_chars_for)
+from models.segment import (IMAGE_READINGS, SEGMENT_OVERLAP_CHARS, ImageReading, Piece, Segmenter, combine,
+                            nothing_to_score, response_context, window_chars_for)
 
 __all__ = [
     "BACKEND_KINDS", "DEFAULT_ARTIFACT", "IMAGE_READINGS", "SEGMENT_OVERLAP_CHARS", "ArtifactMismatchError",
-    "GuardInput", "OnnxBackend", "Piece", "ScoringBackend", "Segmenter", "TorchBackend", "Verdict", "combine",
-    "load_backend", "nodes_for_target", "nothing_to_score", "project_scores", "render_text_image",
+    "GuardInput", "ImageReading", "OnnxBackend", "Piece", "ScoringBackend", "Segmenter", "TorchBackend", "Verdict",
+    "combine", "load_backend", "nodes_for_target", "nothing_to_score", "project_scores", "render_text_image",
     "resolve_artifact", "response_context", "segmenter_for", "target_names", "verdicts_from_logits",
 ]
 
@@ -285,7 +285,7 @@ _RESERVED_TOKENS = 8
 
 
 def segmenter_for(artifact: str | Path | None = None, *, decode: bool = True,
-                  image_reading: str = "joined") -> Segmenter:
+                  image_reading: ImageReading = "joined") -> Segmenter:
     """The ``Segmenter`` for an artifact folder (None: ``models/default/``): prompt windows fit its
     ``max_length`` tokens; fragments are re-joined with its encoder's whole-word vocabulary; images are read
     by ``image_reading`` (``IMAGE_READINGS``), and count without OCR text when it has an image encoder."""

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.backends import ImageReading
 from service.config import (ALL_GUARD_ROLES, BatcherConfig, BlockStyle, FailPolicy, GuardMode, GuardPolicy, GuardRole,
                             PromptCheck)
 from service.engines.base import EngineConfig, EngineKind
@@ -125,7 +126,7 @@ class ServeSettings(BaseModel):
     guard_roles: tuple[GuardRole, ...] = ALL_GUARD_ROLES
     """Message roles whose text the prompt check scores (a developer message counts as system). Default all:
     harm hidden in a system message or a made-up earlier assistant turn is scored like the user's words."""
-    guard_image_reading: Literal["joined", "separate"] = "joined"
+    guard_image_reading: ImageReading = "joined"
     """How a prompt's images reach the classifier (``models.segment.Segmenter.image_reading``). joined: their
     OCR text after the typed text, in one item (the form the shipped default was trained on); separate: the
     OCR text is scored as an input of its own and the typed text without it, so text in an image is judged

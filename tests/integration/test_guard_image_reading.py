@@ -45,7 +45,7 @@ async def _verdict(client: httpx.AsyncClient, text: str, *images: dict) -> dict:
     return r.json()["safety"]["prompt"]
 
 
-async def test_the_server_reads_images_apart() -> None:
+async def test_the_setting_defaults_to_joined_and_refuses_other_readings() -> None:
     assert ServeSettings(engine="fake", model="m").guard_image_reading == "joined"  # the default is unchanged
     with pytest.raises(ValueError):
         ServeSettings(engine="fake", model="m", guard_image_reading="both")
