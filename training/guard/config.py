@@ -59,6 +59,9 @@ class DistillConfig:
                                        "templates (unsafe requests beside safe look-alikes).")
     chat_turns: bool = config_field(False, "Add training.guard.chat_turns' short benign chat turns (\"ok\", "
                                     "\"continue\", greetings in many languages), all safe.")
+    task_prompts: bool = config_field(False, "Add training.guard.task_prompts' benign task instructions "
+                                      "(\"write / create / generate ...\") and everyday senses of violent verbs "
+                                      "beside their literal, unsafe twins.")
     ocr_format_count: int = config_field(0, "Carrier prompt + text items in the form OCR'd image text reaches the "
                                "classifier (training.guard.carrier_data), half unsafe.")
     typographic_count: int = config_field(0, "Rendered typographic images (harmful and benign text).")

@@ -84,6 +84,13 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
         rows = chat_turn_prompts(cfg.seed)
         counts["prompt items: chat_turns"] = len(rows)
         examples += rows
+    if cfg.task_prompts:
+        from training.guard.task_prompts import task_instruction_prompts, verb_sense_prompts
+
+        for name, rows in (("task_instructions", task_instruction_prompts(cfg.seed)),
+                           ("verb_senses", verb_sense_prompts(cfg.seed))):
+            counts[f"prompt items: {name}"] = len(rows)
+            examples += rows
     # generated items never draw on a calibration source's texts: those stay apart from training
     apart = set(cfg.calib_sources)
     pool = lambda: [e for e in examples if e.group not in apart]  # noqa: E731
