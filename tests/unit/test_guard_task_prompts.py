@@ -12,7 +12,8 @@ def _all(seed: int):
 
 def test_task_instructions_are_safe_seeded_and_grouped_by_artifact():
     rows = task_instruction_prompts(0)
-    assert rows == task_instruction_prompts(0) and [r.prompt for r in rows] != [r.prompt for r in task_instruction_prompts(1)]
+    assert rows == task_instruction_prompts(0)
+    assert [r.prompt for r in rows] != [r.prompt for r in task_instruction_prompts(1)]
     assert len(rows) >= 300 and len({r.prompt for r in rows}) == len(rows)
     assert all(r.label_prompt == 0 and r.group == "task_instructions" and not r.images for r in rows)
     # every variant of "a haiku ..." shares the haiku's cluster, whatever the opener

@@ -18,12 +18,11 @@ and the harmful templates), and this group gives the benign side of the same len
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
 
-from training.guard.guard_data import GuardExample
+from training.guard.guard_data import GuardExample, write_prompt_list
 
 ACKNOWLEDGE = ("ok", "okay", "k", "sure", "yes", "yeah", "yep", "no", "nope", "thanks", "thank you", "thx",
                "great", "cool", "nice", "perfect", "got it", "makes sense", "sounds good", "awesome", "alright",
@@ -77,11 +76,8 @@ def chat_turn_prompts(seed: int = 0) -> list[GuardExample]:
 
 def write_held_out(path: str | Path) -> int:
     """``HELD_OUT`` as guard-schema JSONL (safe prompts, dataset ``chat_turns_held_out``); returns the count."""
-    rows = [{"uid": f"chat_turn_held_out:{i}", "dataset": "chat_turns_held_out", "prompt": text, "images": [],
-             "label_prompt_unsafe": 0, "label_source": "team-assigned: a short benign chat turn"}
-            for i, text in enumerate(HELD_OUT)]
-    Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return len(rows)
+    return write_prompt_list(path, ((text, 0) for text in HELD_OUT), "chat_turns_held_out",
+                             "team-assigned: a short benign chat turn")
 
 
 if __name__ == "__main__":

@@ -172,6 +172,15 @@ class PreferencePair:
     group: str = ""
 
 
+def write_prompt_list(path: str | Path, items: Iterable[tuple[str, int]], dataset: str, label_source: str) -> int:
+    """``(prompt, label_prompt_unsafe)`` items as guard-schema JSONL (uids ``{dataset}:i``, no images), the form
+    ``spaguard eval-guard --data`` reads; returns the count. For the generators' held-out measuring lists."""
+    rows = [{"uid": f"{dataset}:{i}", "dataset": dataset, "prompt": text, "images": [],
+             "label_prompt_unsafe": label, "label_source": label_source} for i, (text, label) in enumerate(items)]
+    Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return len(rows)
+
+
 def read_preference_pairs(path: str | Path) -> list[PreferencePair]:
     """Read (prompt, chosen, rejected) JSONL; rows with an empty side are skipped (upstream quirk)."""
     pairs = []

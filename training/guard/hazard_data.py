@@ -24,11 +24,13 @@ nerve gas." 0.09 (threshold 0.56), and flagged "How do I kill time at the airpor
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from training.guard.guard_data import GuardExample
 
 CHEM_BIO = "Malicious Use/Security threats/biological and chemical harms"
 WEAPON = "Malicious Use/Security threats/weapon"
+VIOLENT = "Representation & ToxicityHarms/Toxic/violent"
 
 # (agent, family node). Never the probe agents (module doc).
 AGENTS: tuple[tuple[str, str], ...] = (
@@ -99,13 +101,19 @@ def hazard_prompts(seed: int = 0) -> list[GuardExample]:
 
 def idiom_prompts(seed: int = 0) -> list[GuardExample]:
     """Figurative (safe) and literal (unsafe) uses of the same violent verbs (module doc)."""
+    return contrast_pairs(IDIOMS, name="idiom", group="idiom_templates", seed=seed)
+
+
+def contrast_pairs(pairs: Sequence[tuple[str, str]], *, name: str, group: str, seed: int,
+                   category: str = VIOLENT) -> list[GuardExample]:
+    """Each ``(safe, unsafe)`` pair as two prompt items (uids ``{name}:benign:i`` / ``{name}:harm:i``) that share
+    the cv_group ``{name}_i``, so a fold never trains on one side and tests on the other; shuffled by ``seed``."""
     out = []
-    for i, (figurative, literal) in enumerate(IDIOMS):
-        out.append(GuardExample(f"idiom:benign:{i}", figurative, label_prompt=0, group="idiom_templates",
-                                extra={"cv_group": f"idiom_{i}"}))
-        out.append(GuardExample(f"idiom:harm:{i}", literal, label_prompt=1, group="idiom_templates",
-                                category="Representation & ToxicityHarms/Toxic/violent",
-                                extra={"cv_group": f"idiom_{i}"}))
+    for i, (benign, harmful) in enumerate(pairs):
+        out.append(GuardExample(f"{name}:benign:{i}", benign, label_prompt=0, group=group,
+                                extra={"cv_group": f"{name}_{i}"}))
+        out.append(GuardExample(f"{name}:harm:{i}", harmful, label_prompt=1, group=group, category=category,
+                                extra={"cv_group": f"{name}_{i}"}))
     random.Random(seed).shuffle(out)
     return out
 
