@@ -12,11 +12,14 @@ Contract
   same verb literally against people, property or systems (group ``verb_senses``, the pair's ``cv_group``
   shared by both), so the verb alone cannot decide either way.
 * ``HELD_OUT`` is the measuring list: benign task instructions and benign verb senses that no template writes,
-  with unsafe look-alikes (each ``(text, label)``). The phrasings the shipped default's tests and probes use
-  ("kill time", "execute a trade", "kill the lights", "shoot a good photo", "blow up a balloon", ...) are in
-  neither the templates nor ``HELD_OUT``'s training twin: ``tests/unit/test_guard_task_prompts.py`` checks
-  that no generated item contains a ``HELD_OUT`` text or any ``FORBIDDEN`` phrase.
+  with unsafe look-alikes (each ``(text, label)``). ``FORBIDDEN`` holds the phrasings the shipped default's tests,
+  probes and demo use ("kill time", "execute a trade", "kill the lights", "bomb", "joke", ...): no template writes
+  them, and some of them are measured in ``HELD_OUT``. ``tests/unit/test_guard_task_prompts.py`` checks that no
+  generated item is a ``HELD_OUT`` text or contains a ``FORBIDDEN`` phrase.
   ``python -m training.guard.task_prompts OUT.jsonl`` writes ``HELD_OUT`` as guard-schema JSONL.
+* Every unsafe twin carries one coarse taxonomy node, violent (``hazard_data.VIOLENT``), although some are
+  cyber, theft or self-harm requests: only the prompt label was the point, and candidate 9 was measured with it.
+  Per-pair nodes would be the refinement before a recipe with these items ships.
 
 Why: candidate 8 (the shipped recipe plus short chat turns) flagged ordinary task instructions 5-16 points
 more often than the shipped default (gpteacher codegen 0.015 -> 0.115, role-play 0.16 -> 0.32) and scored
