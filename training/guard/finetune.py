@@ -72,6 +72,15 @@ class FinetuneConfig(DistillConfig):
                                      "None = all.")
     pairs_per_batch: int = config_field(4, "Preference pairs encoded per step for the ranking loss (0 = none).")
     eval_fraction: float = config_field(0.5, "Share of the held-out split that is measured; the rest calibrates.")
+    train_seed: int | None = config_field(None, "Seed of the fine-tune's own noise only (adapter initialisation, "
+                                "dropout, batch order, pair draws); None = seed. Data, split and warm start follow "
+                                "seed, so fine-tunes that differ here differ in training noise alone (the members "
+                                "of training.guard.soup).")
+
+    @property
+    def noise_seed(self) -> int:
+        """The seed of the fine-tune's training noise: ``train_seed``, else ``seed``."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -114,7 +123,7 @@ def build_lora_model(cfg: FinetuneConfig, base):
 
     if cfg.encoder != base.config.encoder or cfg.image_encoder != base.config.image_encoder:
         raise ValueError(f"init_from {cfg.init_from!r} uses encoder {base.config.encoder!r}, the recipe {cfg.encoder!r}")
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.noise_seed)  # adapter init here; dropout draws from the same global generator later
     model = GuardClassifier(ClassifierConfig(
         encoder=cfg.encoder, max_length=cfg.max_length, use_ocr=cfg.use_ocr, image_encoder=cfg.image_encoder,
         node_keys=list(base.config.node_keys), head_hidden=base.config.head_hidden, dropout=cfg.dropout,
@@ -164,7 +173,7 @@ def finetune(model, items, pair_items, data: HeadData, train_idx: np.ndarray, cf
         raise ValueError("the model has no trainable encoder parameters (encoder_trainable must be 'lora')")
     opt = torch.optim.AdamW([{"params": enc, "lr": cfg.encoder_learning_rate},
                              {"params": heads, "lr": cfg.learning_rate}], weight_decay=cfg.weight_decay)
-    rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    rng, gen = np.random.default_rng(cfg.noise_seed), torch.Generator().manual_seed(cfg.noise_seed)
     losses: list[float] = []
     model.train()
     for epoch in range(cfg.epochs):
@@ -258,7 +267,7 @@ def init_cv_metrics(init_from: str | Path) -> dict[str, Any]:
                                "this fine-tune's own numbers are metrics.held_out"}
 
 
-def _splits(data: HeadData, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def splits(data: HeadData, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, calibration, measurement) item indices; train is the baseline's own training split."""
     train_idx, held_idx = split_items(data, np.arange(data.n), cfg.calib_fraction, cfg.seed, cfg.calib_sources)
     strata = [(int(data.task[i]), data.label_key(i), data.groups[i]) for i in held_idx]
@@ -283,7 +292,7 @@ def run(cfg: FinetuneConfig, argv: list[str] | None = None) -> dict:
     if len(items) != data.n:
         raise ValueError(f"item order drifted from build_head_data ({len(items)} != {data.n})")
     items, pair_items = resolve_ocr(model, items), resolve_ocr(model, pair_items)
-    train_idx, cal_idx, eval_idx = _splits(data, cfg)
+    train_idx, cal_idx, eval_idx = splits(data, cfg)
     t_prep = time.perf_counter()
     losses = finetune(model, items, pair_items, data, train_idx, cfg)
     t_train = time.perf_counter()
@@ -297,7 +306,8 @@ def run(cfg: FinetuneConfig, argv: list[str] | None = None) -> dict:
                                                          cal, probe_logits(m))}
     report = {
         "split": {"train": int(len(train_idx)), "calibration": int(len(cal_idx)), "measured": int(len(eval_idx)),
-                  "seed": cfg.seed, "calib_fraction": cfg.calib_fraction, "eval_fraction": cfg.eval_fraction},
+                  "seed": cfg.seed, "train_seed": cfg.noise_seed, "calib_fraction": cfg.calib_fraction,
+                  "eval_fraction": cfg.eval_fraction},
         "arms": {k: {kk: vv for kk, vv in v.items() if kk != "calibration"} for k, v in arms.items()},
         "train_loss": {"first20": float(np.mean(losses[:20])), "last20": float(np.mean(losses[-20:])),
                        "steps": len(losses)},
@@ -305,6 +315,7 @@ def run(cfg: FinetuneConfig, argv: list[str] | None = None) -> dict:
                     "total": round(time.perf_counter() - t0, 1)},
     }
     card = {"data": counts, "n_items": int(data.n), "n_pairs": len(pairs), "seed": cfg.seed,
+            "train_seed": cfg.noise_seed,
             "git_commit": git_commit(REPO_ROOT) or "unknown", "config": asdict(cfg), "init_from": cfg.init_from,
             "command": "python -m training.guard.finetune " + " ".join(argv if argv is not None else sys.argv[1:]),
             "metrics": {"held_out": report["arms"], "split": report["split"], **init_cv_metrics(cfg.init_from)},
