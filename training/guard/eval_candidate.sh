@@ -2,7 +2,7 @@
 # The held-out evaluations every guard candidate is compared on (docs/classifier.md, candidates 8-10), for one
 # artifact, on ONNX Runtime as the server scores:
 #
-#   training/guard/eval_candidate.sh MODEL OUT      # e.g. runs/cand9/soup runs/eval/soup
+#   training/guard/eval_candidate.sh MODEL OUT      # from the repo root, e.g. runs/cand9/soup runs/eval/soup
 #
 # It writes its inputs once under runs/ and reuses them: a seeded sample of every dev2 source
 # (runs/dev2_heldout/sample.jsonl), the held-out chat turns and task / verb-sense lists (no template writes
