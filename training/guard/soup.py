@@ -2,10 +2,9 @@
 
     python -m training.guard.soup --members runs/cand9/lora runs/cand9/lora_t1 --output_dir runs/cand9/soup
 
-Why: two fine-tunes of one recipe that differ only in their seed differ on unseen data by as much as
-two recipes do (docs/classifier.md, candidate 9). A candidate picked from one run is picked partly by
-its seed. The average of several runs' weights has one model's cost at inference and less of that
-spread.
+Why: fine-tunes of one recipe differ on unseen data from run to run (docs/classifier.md, candidates 9
+and 10), so a candidate picked from one run is picked partly by its draw. The average of several runs'
+weights costs one model at inference and removes that draw.
 
 Contract
 --------
@@ -47,8 +46,8 @@ MEMBER_FREE_KEYS = frozenset({"output_dir", "train_seed", "threads"})
 HEAD_PREFIXES = ("trunk.", "out.")
 
 
-def member_recipe(members: list[str | Path]) -> tuple[Any, list[int]]:
-    """The one ``FinetuneConfig`` the members were trained with, and each member's noise seed.
+def member_recipe(members: list[str | Path]) -> tuple[Any, list[int], list[dict[str, Any]]]:
+    """The one ``FinetuneConfig`` the members were trained with, each member's noise seed and card.
     ``ValueError`` where the members cannot be averaged (see the module contract)."""
     from training.guard.finetune import FinetuneConfig
 
@@ -69,7 +68,8 @@ def member_recipe(members: list[str | Path]) -> tuple[Any, list[int]]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"members repeat a train_seed ({seeds}): averaging a run with itself adds nothing")
     known = {f.name for f in fields(FinetuneConfig)}
-    return FinetuneConfig(**{k: v for k, v in configs[0].items() if k in known and k != "train_seed"}), seeds
+    cfg = FinetuneConfig(**{k: v for k, v in configs[0].items() if k in known and k != "train_seed"})
+    return cfg, seeds, cards
 
 
 def average_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -120,7 +120,7 @@ def run(members: list[str], output_dir: str, threads: int = 2, argv: list[str] |
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    cfg, seeds = member_recipe(members)
+    cfg, seeds, member_cards = member_recipe(members)
     soup = build_soup([GuardClassifier.load(m) for m in members])
     examples, pairs, counts = load_examples(cfg)
     data = build_head_data(soup, examples, pairs, cfg, encode=False)  # labels and groups: the split
@@ -136,10 +136,9 @@ def run(members: list[str], output_dir: str, threads: int = 2, argv: list[str] |
     c = len(cal_idx)
     cal = calibrate_arm(data, cal_idx, {k: v[:c] for k, v in out.items()}, soup.config.node_keys, cfg)
     measured = measure_arm(data, eval_idx, {k: v[c:] for k, v in out.items()}, cal, probe_logits(soup))
-    member_cards = [read_card(m) for m in members]
     held_out: dict[str, Any] = {"soup": measured}
     held_out["frozen_baseline"] = member_cards[0]["metrics"]["held_out"].get("frozen_baseline")
-    for m, seed, card in zip(members, seeds, member_cards):
+    for seed, card in zip(seeds, member_cards):
         held_out[f"member_train_seed_{seed}"] = card["metrics"]["held_out"].get("lora")
     split = {"calibration": int(len(cal_idx)), "measured": int(len(eval_idx)), "seed": cfg.seed,
              "calib_fraction": cfg.calib_fraction, "eval_fraction": cfg.eval_fraction}
