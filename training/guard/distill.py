@@ -91,6 +91,12 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
                            ("verb_senses", verb_sense_prompts(cfg.seed))):
             counts[f"prompt items: {name}"] = len(rows)
             examples += rows
+    if cfg.task_twins:
+        from training.guard.task_prompts import task_twin_prompts
+
+        rows = task_twin_prompts(cfg.seed)
+        counts["prompt items: task_twins"] = len(rows)
+        examples += rows
     # generated items never draw on a calibration source's texts: those stay apart from training
     apart = set(cfg.calib_sources)
     pool = lambda: [e for e in examples if e.group not in apart]  # noqa: E731
