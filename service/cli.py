@@ -9,6 +9,7 @@ imported only when chosen, so ``spaguard serve`` never imports the training stac
     spaguard eval-guard --data FILE.jsonl --out DIR       evaluate a harm classifier
     spaguard train-guard [--config FILE.yaml] ...         train / distill the harm classifier
     spaguard finetune-guard --config FILE.yaml            LoRA-fine-tune the classifier's encoder
+    spaguard soup-guard --members A B ... --output_dir D  weight-average fine-tunes of one recipe
     spaguard crossval-guard --config FILE.yaml --out DIR  leave-one-dataset-out of a (frozen) recipe
     spaguard crossval-finetune --config FILE.yaml         sources held out: LoRA vs frozen, same folds
     spaguard compare-students --config FILE.yaml          students fine-tuned alike, held out, timed
@@ -33,6 +34,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "eval-guard": ("training.guard.evaluate", "evaluate a harm classifier on guard-schema JSONL"),
     "train-guard": ("training.guard.distill", "train / distill the harm classifier"),
     "finetune-guard": ("training.guard.finetune", "LoRA fine-tune of the classifier's encoder (warm start)"),
+    "soup-guard": ("training.guard.soup", "weight average of LoRA fine-tunes that differ only in train_seed"),
     "crossval-guard": ("training.guard.lodo_report",
                        "leave-one-dataset-out of a classifier recipe (per source + macro)"),
     "crossval-finetune": ("training.guard.lodo_finetune",

@@ -105,6 +105,10 @@ def test_members_that_cannot_be_averaged_are_refused(members, tmp_path):
     with pytest.raises(ValueError, match="not a training.guard.finetune artifact"):
         soup.member_recipe([frozen, dirs[0]])
     assert soup.main(["--members", str(dirs[0]), "--output_dir", str(tmp_path / "x")]) == 2
+    from service import cli  # the same job as `spaguard soup-guard`
+
+    assert cli.main(["soup-guard", "--members", str(dirs[0]), "--output_dir", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 def test_average_state_refuses_mismatched_weights():
