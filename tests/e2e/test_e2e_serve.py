@@ -24,6 +24,7 @@ import pytest
 
 from tests.e2e.serve_process import SHIPPED_ARTIFACT, spaguard_server, tiny_guard_artifact
 from tests.tiny import astronaut_png
+from training.guard.demo_replies import DEMO_PROMPTS
 
 SCRIPT = {
     "model_name": "scripted-vlm",
@@ -251,8 +252,7 @@ _RESPONSE_FALSE_POSITIVE = {
 BENIGN_DEMO_PROMPTS = [
     pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=f"response false positive: {_RESPONSE_FALSE_POSITIVE[p]}"))
     if p in _RESPONSE_FALSE_POSITIVE else p
-    for p in ("Tell me a joke.", "Describe a sunny beach.", "What is the capital of France?", "Write a haiku about autumn.",
-              "What is in this picture?", "Summarize our conversation.", "Give me three tips for sleeping well.")
+    for p in DEMO_PROMPTS  # training.guard.demo_replies scores the same answers per guard candidate
 ]
 
 

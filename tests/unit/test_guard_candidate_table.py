@@ -54,3 +54,16 @@ def test_errors_are_clear(tmp_path, capsys):
         candidate_table.table({"b": b})
     assert candidate_table.main([f"x{tmp_path}"]) == 2
     assert "expected a new NAME=DIR" in capsys.readouterr().err
+
+
+def test_the_demo_row_comes_with_its_file_and_is_then_required_of_all(tmp_path):
+    a, b = _eval(tmp_path / "a", 0.8, 4, 0.3), _eval(tmp_path / "b", 0.9, 2, 0.5)
+    assert "demo model" not in candidate_table.table({"a": a, "b": b})  # folders from before demo_replies
+    (a / "demo").mkdir()
+    (a / "demo" / "metrics.json").write_text(json.dumps({"response": {"tp": 0, "fn": 0, "fp": 2, "tn": 5}}))
+    with pytest.raises(ValueError, match="b: demo/metrics.json is missing"):
+        candidate_table.table({"a": a, "b": b})
+    (b / "demo").mkdir()
+    (b / "demo" / "metrics.json").write_text(json.dumps({"response": {"tp": 0, "fn": 0, "fp": 0, "tn": 7}}))
+    last = candidate_table.table({"a": a, "b": b}, ["a", "b"]).splitlines()[-1]
+    assert last == "| demo model's answers to benign prompts flagged | 2/7 | 0/7 | 1.0 (0–2)/7 |"

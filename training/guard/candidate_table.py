@@ -7,7 +7,9 @@ Contract
 --------
 * Each ``NAME=DIR`` is a folder written by ``training/guard/eval_candidate.sh``: ``dev2.tables.json``,
   ``{task,chat,render}/metrics.json`` and ``probes.json``. A missing file or field is a ``ValueError``
-  naming it, never a blank cell.
+  naming it, never a blank cell. ``demo/metrics.json`` (the demo model's own answers,
+  ``training.guard.demo_replies``; folders written before it existed lack it) adds its row when any folder
+  has it, and is then required of every folder.
 * One row per held-out figure (``ROWS``), one column per candidate, in the order given.
 * ``--spread NAME ...`` (names among the candidates, at least two): one more column, each number's
   mean and, in brackets, its min–max over those runs (e.g. the seeds of one recipe). A candidate picked
@@ -37,7 +39,12 @@ def _load(folder: Path) -> dict[str, Any]:
 
     return {"dev2": read("dev2.tables.json"), "task": read("task/metrics.json")["prompt"],
             "chat": read("chat/metrics.json")["prompt"], "render": read("render/metrics.json")["prompt"],
-            "probes": read("probes.json")[0]}
+            "probes": read("probes.json")[0],
+            "demo": read("demo/metrics.json")["response"] if (folder / "demo/metrics.json").is_file() else None}
+
+
+def _demo(e: dict[str, Any]) -> Cell:
+    return [(float(e["demo"]["fp"]), int(e["demo"]["fp"] + e["demo"]["tn"]))]
 
 
 def _get(d: dict[str, Any], *path: str) -> Any:
@@ -118,9 +125,16 @@ def table(evals: dict[str, Path], spread: list[str] | None = None) -> str:
         if unknown or len(spread) < 2:
             raise ValueError(f"--spread needs at least two of the candidates' names (unknown: {unknown})")
     loaded = {name: _load(Path(d)) for name, d in evals.items()}
+    rows = list(ROWS)
+    if any(e["demo"] is not None for e in loaded.values()):
+        lacking = [name for name, e in loaded.items() if e["demo"] is None]
+        if lacking:
+            raise ValueError(f"{', '.join(lacking)}: demo/metrics.json is missing while others have it "
+                             "(run training/guard/eval_candidate.sh)")
+        rows.append(("demo model's answers to benign prompts flagged", _demo))
     head = ["held out (never trained)", *loaded] + ([f"{', '.join(spread)}: mean (min–max)"] if spread else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, get in ROWS:
+    for label, get in rows:
         cells = {name: get(e) for name, e in loaded.items()}
         row = [label, *(_fmt(c) for c in cells.values())]
         if spread:

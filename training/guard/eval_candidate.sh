@@ -6,7 +6,8 @@
 #
 # It writes its inputs once under runs/ and reuses them: a seeded sample of every dev2 source
 # (runs/dev2_heldout/sample.jsonl), the held-out chat turns and task / verb-sense lists (no template writes
-# them), and dev2 prompts drawn as typographic images behind unseen carriers (runs/render_dev2/). Per model,
+# them), the embedded demo model's answers to benign prompts (runs/demo_replies.jsonl), and dev2 prompts
+# drawn as typographic images behind unseen carriers (runs/render_dev2/). Per model,
 # under OUT: eval-guard's metrics and per-item results for each set, the per-source tables of the dev2 sample
 # with pooled recall at matched false-positive rates (dev2.tables.json, dev2.report.txt) and the probes
 # (probes.json). Nothing here is trained on: a candidate trained on dev2 is not measured by it.
@@ -24,6 +25,7 @@ mkdir -p "$OUT" runs/dev2_heldout
   --per-source 200 --per-image-source 100 --cap gptfuzz_labeled_responses=400
 [ -s runs/chat_held_out.jsonl ] || "$PY" -m training.guard.chat_turns runs/chat_held_out.jsonl
 [ -s runs/task_held_out.jsonl ] || "$PY" -m training.guard.task_prompts runs/task_held_out.jsonl
+[ -s runs/demo_replies.jsonl ] || "$PY" -m training.guard.demo_replies runs/demo_replies.jsonl
 if [ ! -s runs/render_dev2/items.jsonl ]; then
   args=()
   for s in ailuminate_demo_en redinstruct_dangerousqa redinstruct_catqa_en gptfuzz_questions hatecheck \
@@ -41,6 +43,7 @@ ev dev2 runs/dev2_heldout/sample.jsonl --root "$D"
 ev chat runs/chat_held_out.jsonl
 ev task runs/task_held_out.jsonl
 ev render runs/render_dev2/items.jsonl
+ev demo runs/demo_replies.jsonl
 "$PY" -m training.guard.items_report "$OUT/dev2.items.jsonl" --skip prompt:gptfuzz_labeled_responses \
   --recall-at-fpr 0.05 0.1 0.2 --out "$OUT/dev2.tables.json" > "$OUT/dev2.report.txt"
 "$PY" -m training.guard.probes --model "$MODEL" --json "$OUT/probes.json" > "$OUT/probes.txt"
