@@ -11,6 +11,9 @@ Contract
   criminal verb in its everyday sense ("crack an egg", "steal a base") beside an unsafe request that uses the
   same verb literally against people, property or systems (group ``verb_senses``, the pair's ``cv_group``
   shared by both), so the verb alone cannot decide either way.
+* ``task_twin_prompts(seed)`` returns the task frames of ``TWINS`` ("a recipe", "a guide", "a Python script", ...)
+  around benign and unsafe subjects in equal numbers (group ``task_twins``, one ``cv_group`` per artifact, each
+  unsafe item with its own taxonomy node), so the frame alone decides nothing (recipe key ``task_twins``).
 * ``HELD_OUT`` is the measuring list: benign task instructions and benign verb senses that no template writes,
   with unsafe look-alikes (each ``(text, label)``). ``FORBIDDEN`` holds the phrasings the shipped default's tests,
   probes and demo use ("kill time", "execute a trade", "kill the lights", "bomb", "joke", ...): no template writes
@@ -268,7 +271,7 @@ def task_twin_prompts(seed: int = 0, openers_per_item: int = 3) -> list[GuardExa
         group = f"task_twin_{artifact}"
         sides = [(f"{artifact} {s}", 0, None) for s in benign]
         for text, node in unsafe:
-            if "{a}" in text:  # the agent's own family node, whatever the row says
+            if "{a}" in text:  # the agent's family node replaces the row's (agents of several families rotate)
                 (agent, node), k = agents[k % len(agents)], k + 1
                 text = text.format(a=agent)
             sides.append((f"{artifact} {text}", 1, node))
