@@ -201,9 +201,10 @@ def test_response_lodo_excludes_the_source_and_its_clusters(monkeypatch):
 def test_generated_prompt_groups_join_the_mix_only_when_their_recipe_key_is_on(tmp_path, tiny_encoder):
     off, _, counts_off = distill.load_examples(_cfg(tmp_path, tiny_encoder))
     on, _, counts = distill.load_examples(_cfg(tmp_path, tiny_encoder, chat_turns=True, task_prompts=True,
-                                                task_twins=True))
+                                                task_twins=True, light_replies=True))
     added = {e.group for e in on} - {e.group for e in off}
-    assert added == {"chat_turns", "task_instructions", "verb_senses", "task_twins"}
+    assert added == {"chat_turns", "task_instructions", "verb_senses", "task_twins", "light_replies"}
+    assert counts["response items: light_replies"] == sum(e.group == "light_replies" for e in on) > 0
     assert counts["prompt items: task_twins"] == sum(e.group == "task_twins" for e in on) > 0
     assert counts["prompt items: task_instructions"] == sum(e.group == "task_instructions" for e in on) >= 300
     assert counts["prompt items: verb_senses"] == sum(e.group == "verb_senses" for e in on)

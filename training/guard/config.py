@@ -62,6 +62,8 @@ class DistillConfig:
     task_prompts: bool = config_field(False, "Add training.guard.task_prompts' benign task instructions "
                                       "(\"write / create / generate ...\") and everyday senses of violent verbs "
                                       "beside their literal, unsafe twins.")
+    light_replies: bool = config_field(False, "Add training.guard.light_replies' response twins: one benign prompt "
+                                       "answered harmlessly (puns, tips, stories) and abusively.")
     task_twins: bool = config_field(False, "Add training.guard.task_prompts' task twins: the same \"write / give me "
                                     "a ...\" frames around unsafe and benign subjects, so the frame decides nothing.")
     ocr_format_count: int = config_field(0, "Carrier prompt + text items in the form OCR'd image text reaches the "

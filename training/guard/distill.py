@@ -116,7 +116,14 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
         examples += photos
     from training.guard.response_data import add_response_data as add
 
-    return add(examples, counts, cfg.response_items, cfg.service_format_responses, cfg.seed), pairs, counts
+    examples = add(examples, counts, cfg.response_items, cfg.service_format_responses, cfg.seed)
+    if cfg.light_replies:  # already in the service's response format, so after add()'s formatting
+        from training.guard.light_replies import light_reply_responses
+
+        rows = light_reply_responses(cfg.seed)
+        counts["response items: light_replies"] = len(rows)
+        examples += rows
+    return examples, pairs, counts
 
 
 
