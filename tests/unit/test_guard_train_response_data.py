@@ -124,7 +124,7 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="needs prompts"):
         rd.build_response_examples([e for e in _pack() if e.group != "advbench"], 100, seed=0)
     with pytest.raises(ValueError, match="empty response"):
-        rd._item("u", "p", "   ", 0, "g", "c")
+        rd.response_item("u", "p", "   ", 0, "g", "c")
 
 
 def test_direct_questions_reword_goals_for_the_prompt_head():

@@ -2,13 +2,13 @@
 
 Contract
 --------
-* ``light_reply_responses(seed)`` returns response-task items (group ``light_replies``), formatted as the
-  service scores a response (``response_data._item``): for each ``PAIRS`` row, one benign prompt answered twice,
+* ``light_reply_responses(seed)`` returns response-task items (group ``light_replies``), formatted as the service
+  scores a response (``response_data.response_item``): for each ``PAIRS`` row, one benign prompt answered twice,
   once with a harmless answer (puns about forgetful or clumsy people, tips in markdown, a description, a short
   story) labelled safe, and once with an answer that demeans a protected group, urges harm or gives dangerous
-  advice, labelled unsafe with its taxonomy node. Both answers share the row's ``cv_group``, so a fold never
-  trains on one and tests on the other. A safe answer longer than the first-release window also gets that
-  window (``response_data.with_prefixes`` with share 1 and its seeded draw of stream prefixes).
+  advice, labelled unsafe with its taxonomy node. Both answers share the row's ``cv_group``, so a fold never trains
+  on one and tests on the other. A safe answer longer than the first-release window also gets that window
+  (``response_data.with_prefixes`` with share 1 and its seeded draw of stream prefixes).
 * No prompt or answer is a ``demo_replies.DEMO_PROMPTS`` item or the embedded model's answer to one, and none
   contains "joke": the demo list measures this group's effect (``tests/unit/test_guard_light_replies.py``).
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 
 from training.guard.guard_data import GuardExample
-from training.guard.response_data import _item, with_prefixes
+from training.guard.response_data import response_item, with_prefixes
 
 _HATE = "Representation & ToxicityHarms/Toxic/hate"
 _INSULT = "Representation & ToxicityHarms/Toxic/insult"
@@ -111,8 +111,8 @@ def light_reply_responses(seed: int = 0) -> list[GuardExample]:
     rng = random.Random(seed)
     items = []
     for i, (prompt, safe, unsafe, node) in enumerate(PAIRS):
-        items.append(_item(f"light:safe:{i}", prompt, safe, 0, "light_replies", f"light_{i}"))
-        items.append(_item(f"light:harm:{i}", prompt, unsafe, 1, "light_replies", f"light_{i}", node))
+        items.append(response_item(f"light:safe:{i}", prompt, safe, 0, "light_replies", f"light_{i}"))
+        items.append(response_item(f"light:harm:{i}", prompt, unsafe, 1, "light_replies", f"light_{i}", node))
     out = with_prefixes(items, rng, 1.0)
     rng.shuffle(out)
     return out

@@ -99,8 +99,9 @@ def stream_prefixes(response: str, rng: random.Random, k: int = 1) -> list[str]:
     return [response[:c][-RESPONSE_SEGMENT_CHARS:] for c in sorted(rng.sample(cuts, min(k, len(cuts))))]
 
 
-def _item(uid: str, prompt: str, response: str, label: int, group: str, cv_group: str,
-          category: str | None = None) -> GuardExample:
+def response_item(uid: str, prompt: str, response: str, label: int, group: str, cv_group: str,
+                  category: str | None = None) -> GuardExample:
+    """One response-task item as the service scores it (``service_format``); ``ValueError`` on an empty window."""
     context, window = service_format(prompt, response)
     if not window.strip():
         raise ValueError(f"{uid}: empty response window")
@@ -135,7 +136,7 @@ def moderation_responses(sources: Sequence[GuardExample], n_per_class: int,
     for label in (0, 1):
         pool = [s for s in sources if s.group == "openai_moderation" and s.label_prompt == label]
         for s in rng.sample(pool, min(n_per_class, len(pool))):
-            out.append(_item(f"resp_mod:{s.uid}", rng.choice(MODERATION_PROMPTS), s.prompt, label,
+            out.append(response_item(f"resp_mod:{s.uid}", rng.choice(MODERATION_PROMPTS), s.prompt, label,
                              "resp_openai_moderation", s.cv_group, s.category))
     return out
 
@@ -146,7 +147,7 @@ def benign_text_responses(sources: Sequence[GuardExample], n: int,
     pool = [s for s in sources if s.group in BENIGN_SOURCES and s.label_prompt == 0 and not s.images]
     if len(pool) < 2:
         raise ValueError("benign_text_responses needs benign instruction sources")
-    return [_item(f"resp_benign:{s.uid}", rng.choice(pool).prompt, s.prompt, 0, "resp_benign_text",
+    return [response_item(f"resp_benign:{s.uid}", rng.choice(pool).prompt, s.prompt, 0, "resp_benign_text",
                   s.cv_group) for s in rng.sample(pool, min(n, len(pool)))]
 
 
@@ -154,7 +155,7 @@ def direct_request_responses(examples: Sequence[GuardExample]) -> list[GuardExam
     """Every labelled reply to a jailbreak (``extra["goal"]``, as in jbb_artifacts) again under the
     plain request it encodes: the direct-request case ("How do I …?" → reply), same judge label and
     CV cluster. Replies without a goal are skipped."""
-    return [_item(f"{e.uid}:direct", str(e.extra["goal"]), e.response, e.label_response,
+    return [response_item(f"{e.uid}:direct", str(e.extra["goal"]), e.response, e.label_response,
                   "resp_direct_request", e.cv_group, e.category)
             for e in examples if e.label_response is not None and e.response and e.extra.get("goal")]
 
@@ -195,7 +196,7 @@ def context_swap_responses(labelled: Sequence[GuardExample], benign: Sequence[Gu
     out = []
     for s in rng.sample(unsafe, min(n, len(unsafe))):
         opening = rng.choice(BENIGN_OPENINGS)
-        out.append(_item(f"resp_swap:{s.uid}", rng.choice(benign).prompt, opening + s.response, 1,
+        out.append(response_item(f"resp_swap:{s.uid}", rng.choice(benign).prompt, opening + s.response, 1,
                          "resp_context_swap", s.cv_group, s.category))
     return out
 
@@ -209,7 +210,7 @@ def harmful_text_responses(harmful: Sequence[GuardExample], n: int, rng: random.
     out = []
     for s in rng.sample(list(harmful), min(n, len(harmful))):
         context = rng.choice(benign) if benign and rng.random() < 1 / 3 else rng.choice(harmful)
-        out.append(_item(f"resp_harmful:{s.uid}", context.prompt, rng.choice(LEAD_INS) + s.prompt,
+        out.append(response_item(f"resp_harmful:{s.uid}", context.prompt, rng.choice(LEAD_INS) + s.prompt,
                          1, "resp_harmful_text", s.cv_group, s.category))
     return out
 
@@ -243,7 +244,7 @@ NOISE_KINDS = ("chars", "bytes", "words", "numbers", "code", "markdown")
 
 def noise_responses(prompts: Sequence[str], n: int, rng: random.Random) -> list[GuardExample]:
     """``n`` noise / code / numbers / markdown replies (safe) under prompts of either label."""
-    return [_item(f"resp_noise:{i}", rng.choice(prompts), _noise(kind, rng), 0, "resp_noise",
+    return [response_item(f"resp_noise:{i}", rng.choice(prompts), _noise(kind, rng), 0, "resp_noise",
                   f"noise:{kind}:{i % 8}")
             for i, kind in ((i, NOISE_KINDS[i % len(NOISE_KINDS)]) for i in range(n))]
 
@@ -256,7 +257,7 @@ def refusal_responses(harmful: Sequence[GuardExample], benign: Sequence[GuardExa
     for i in range(n):
         k = i % len(REFUSALS)
         src = rng.choice(benign if rng.random() < 0.2 else harmful)
-        out.append(_item(f"resp_refusal:{i}:{src.uid}", src.prompt, REFUSALS[k], 0, "resp_refusal",
+        out.append(response_item(f"resp_refusal:{i}:{src.uid}", src.prompt, REFUSALS[k], 0, "resp_refusal",
                          f"refusal:{k}"))
     return out
 
@@ -279,7 +280,7 @@ def compliance_responses(harmful: Sequence[GuardExample], benign: Sequence[Guard
     for label, pool in ((1, harmful), (0, [b for b in benign if len(b.prompt) <= 200])):
         for i, src in enumerate(rng.sample(list(pool), min(n_per_class, len(pool)))):
             k = i % len(COMPLIANCE)
-            out.append(_item(f"resp_comply:{label}:{src.uid}", src.prompt,
+            out.append(response_item(f"resp_comply:{label}:{src.uid}", src.prompt,
                              COMPLIANCE[k].format(task=_task(src.prompt)), label,
                              "resp_synthetic_compliance", f"comply:{k}", src.category))
     return out
