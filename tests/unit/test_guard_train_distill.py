@@ -199,11 +199,19 @@ def test_response_lodo_excludes_the_source_and_its_clusters(monkeypatch):
 
 
 def test_generated_prompt_groups_join_the_mix_only_when_their_recipe_key_is_on(tmp_path, tiny_encoder):
+    from training.guard.model_answers import write_model_answers
+
+    answers = tmp_path / "answers.jsonl"
+    write_model_answers(answers, [("hh:1", "hh_helpful_prompts", "How do plants grow?",
+                                   "Plants grow through photosynthesis, using light, water and carbon dioxide.")])
     off, _, counts_off = distill.load_examples(_cfg(tmp_path, tiny_encoder))
     on, _, counts = distill.load_examples(_cfg(tmp_path, tiny_encoder, chat_turns=True, task_prompts=True,
-                                                task_twins=True, light_replies=True))
+                                                task_twins=True, light_replies=True,
+                                                model_answers_file=str(answers)))
     added = {e.group for e in on} - {e.group for e in off}
-    assert added == {"chat_turns", "task_instructions", "verb_senses", "task_twins", "light_replies"}
+    assert added == {"chat_turns", "task_instructions", "verb_senses", "task_twins", "light_replies",
+                     "model_answers"}
+    assert counts["response items: model_answers"] == sum(e.group == "model_answers" for e in on) >= 2
     assert counts["response items: light_replies"] == sum(e.group == "light_replies" for e in on) > 0
     assert counts["prompt items: task_twins"] == sum(e.group == "task_twins" for e in on) > 0
     assert counts["prompt items: task_instructions"] == sum(e.group == "task_instructions" for e in on) >= 300

@@ -64,6 +64,9 @@ class DistillConfig:
                                       "beside their literal, unsafe twins.")
     light_replies: bool = config_field(False, "Add training.guard.light_replies' response twins: one benign prompt "
                                        "answered harmlessly (puns, tips, stories) and abusively.")
+    model_answers_file: str | None = config_field(None, "A training.guard.model_answers file (the embedded "
+                                                  "model's greedy answers to benign training prompts, all safe; "
+                                                  "relative to the repo root) added as response items.")
     task_twins: bool = config_field(False, "Add training.guard.task_prompts' task twins: the same \"write / give me "
                                     "a ...\" frames around unsafe and benign subjects, so the frame decides nothing.")
     ocr_format_count: int = config_field(0, "Carrier prompt + text items in the form OCR'd image text reaches the "

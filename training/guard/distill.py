@@ -123,6 +123,13 @@ def load_examples(cfg: DistillConfig) -> tuple[list[GuardExample], list[Preferen
         rows = light_reply_responses(cfg.seed)
         counts["response items: light_replies"] = len(rows)
         examples += rows
+    if cfg.model_answers_file:  # already in the service's response format, like light_replies
+        from training.guard.model_answers import model_answer_responses
+
+        path = Path(cfg.model_answers_file)
+        rows = model_answer_responses(path if path.is_absolute() else REPO_ROOT / path, cfg.seed)
+        counts["response items: model_answers"] = len(rows)
+        examples += rows
     return examples, pairs, counts
 
 
