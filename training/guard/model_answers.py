@@ -28,6 +28,7 @@ The labels are team-assigned (a benign prompt answered by an instruct model), no
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 from collections.abc import Sequence
@@ -46,14 +47,19 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def _excluded(prompt: str) -> bool:
+@functools.cache
+def _measuring_texts() -> frozenset[str]:
     from training.guard.demo_replies import DEMO_PROMPTS
-    from training.guard.task_prompts import FORBIDDEN, HELD_OUT
+    from training.guard.task_prompts import HELD_OUT
+
+    return frozenset(_norm(p) for p in DEMO_PROMPTS) | frozenset(_norm(t) for t, _ in HELD_OUT)
+
+
+def _excluded(prompt: str) -> bool:
+    from training.guard.task_prompts import FORBIDDEN
 
     norm = _norm(prompt)
-    if norm in {_norm(p) for p in DEMO_PROMPTS} or norm in {_norm(t) for t, _ in HELD_OUT}:
-        return True
-    return any(f in norm for f in FORBIDDEN)
+    return norm in _measuring_texts() or any(f in norm for f in FORBIDDEN)
 
 
 def answer_prompts(root: str | Path, per_source: int = 160, seed: int = 0) -> list[tuple[str, str, str]]:
