@@ -8,7 +8,8 @@ Contract
   ``task_prompts.FORBIDDEN`` phrase (those lists measure candidates and must stay unseen), nor a prompt longer
   than ``MAX_PROMPT_CHARS``. Returns ``(uid, source, prompt)``, sorted by uid.
 * ``generate_answers(prompts, max_new_tokens, batch_size)`` returns the greedy answer of the embedded default
-  model (SmolLM2-135M-Instruct, ``models.llm.load_llm``) to each prompt under its chat template, in order.
+  model (SmolLM2-135M-Instruct, ``demo_replies.greedy_answers``) to each prompt under its chat template, in
+  order.
 * ``write_model_answers(path, rows)`` writes them as guard-schema JSONL (dataset ``model_answers``, every reply
   ``label_response_unsafe`` 0, ``extra.source`` the prompt's dataset); ``python -m training.guard.model_answers
   OUT.jsonl [--per_source N] [--seed S] [--data_root DIR]`` picks, generates and writes.
@@ -77,30 +78,10 @@ def answer_prompts(root: str | Path, per_source: int = 160, seed: int = 0) -> li
 
 
 def generate_answers(prompts: Sequence[str], max_new_tokens: int = 96, batch_size: int = 16) -> list[str]:
-    """Greedy answers of the embedded default model, in the order of ``prompts`` (module doc)."""
-    import torch
+    """Greedy answers of the embedded default model, in the order of ``prompts``, stripped (module doc)."""
+    from training.guard.demo_replies import greedy_answers
 
-    from models.llm import load_llm
-
-    model, tokenizer = load_llm()
-    tokenizer.padding_side = "left"  # decoder-only: pad on the left so every row continues its own prompt
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch: less padding
-    answers: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": prompts[i]}],
-                                               add_generation_prompt=True, tokenize=False) for i in idx]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        width = enc["input_ids"].shape[1]
-        for row, i in enumerate(idx):
-            answers[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
-        print(f"model_answers: {min(start + batch_size, len(order))}/{len(order)}", flush=True)
-    return answers
+    return [a.strip() for a in greedy_answers(prompts, max_new_tokens, batch_size)]
 
 
 def write_model_answers(path: str | Path, rows: Sequence[tuple[str, str, str, str]]) -> int:
